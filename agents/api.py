@@ -1,0 +1,146 @@
+"""Registry API: thin views that validate, call a service or selector, and shape the answer."""
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from agents import selectors, services
+from agents.filters import AgentDiscoveryFilter, AgentEventFilter
+from agents.models import CAPABILITY_NAME_RE, Agent, AgentEvent
+from agents.serializers import (
+    AgentEventSerializer,
+    AgentRegistrationSerializer,
+    AgentSerializer,
+    CapabilitySerializer,
+    HeartbeatResultSerializer,
+    HeartbeatSerializer,
+    RegisteredAgentSerializer,
+    StatsSerializer,
+    StatusSerializer,
+)
+from masplatform.permissions import IsStaffOrSelfAgent
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Discover agents",
+        parameters=[OpenApiParameter("capability", str, many=True, description="Repeatable; all must match.")],
+    ),
+    retrieve=extend_schema(summary="One agent (unregistered ones too)"),
+    destroy=extend_schema(summary="Unregister (staff or the agent itself)"),
+)
+class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = Agent.objects.all()
+    serializer_class = AgentSerializer
+    lookup_field = "agent_id"
+    lookup_value_regex = r"[-a-zA-Z0-9_]+"
+    filterset_class = AgentDiscoveryFilter
+    search_fields = ["name", "agent_id"]
+    ordering_fields = ["health_score", "cpu_load", "agent_id", "last_heartbeat_at", "registered_at"]
+    self_agent_actions = {"heartbeat", "status", "destroy"}
+
+    def get_permissions(self):
+        if self.action in self.self_agent_actions:
+            return [IsStaffOrSelfAgent()]
+        return super().get_permissions()
+
+    def get_queryset(self) -> QuerySet[Agent]:
+        return selectors.with_details(super().get_queryset())
+
+    def filter_queryset(self, queryset: QuerySet[Agent]) -> QuerySet[Agent]:
+        # Discovery filters apply to the list; a detail shows any agent, unregistered too.
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
+
+    @extend_schema(request=AgentRegistrationSerializer, responses={201: RegisteredAgentSerializer, 200: RegisteredAgentSerializer},
+                   summary="Register (201) or re-register (200) an agent; returns its token once")
+    def create(self, request: Request) -> Response:
+        serializer = AgentRegistrationSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        registration = services.register_agent(**serializer.to_service_kwargs())
+        agent = selectors.with_details(Agent.objects.filter(pk=registration.agent.pk)).get()
+        agent.token = registration.token
+        return Response(
+            RegisteredAgentSerializer(agent).data,
+            status=status.HTTP_201_CREATED if registration.created else status.HTTP_200_OK,
+        )
+
+    def destroy(self, request: Request, agent_id: str) -> Response:
+        services.unregister_agent(agent_id=agent_id, reason=f"by {request.user}")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=HeartbeatSerializer, responses=HeartbeatResultSerializer, summary="Heartbeat (the agent itself, or staff)")
+    @action(detail=True, methods=["post"])
+    def heartbeat(self, request: Request, agent_id: str) -> Response:
+        serializer = HeartbeatSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.heartbeat(agent_id=agent_id, **serializer.validated_data)
+        return Response(HeartbeatResultSerializer(result).data)
+
+    @extend_schema(request=StatusSerializer, responses=AgentSerializer, summary="Change state (409 if not allowed)")
+    @action(detail=True, methods=["post"])
+    def status(self, request: Request, agent_id: str) -> Response:
+        serializer = StatusSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.change_state(agent_id=agent_id, **serializer.validated_data)
+        return Response(AgentSerializer(self.get_object()).data)
+
+    @extend_schema(responses=StatsSerializer, summary="Registry statistics")
+    @action(detail=False, methods=["get"])
+    def stats(self, request: Request) -> Response:
+        return Response(StatsSerializer(selectors.registry_stats()).data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Capabilities with live agent count and lowest cost"),
+    update=extend_schema(summary="Change a capability's contract (staff)"),
+    partial_update=extend_schema(summary="Change part of a capability's contract (staff)"),
+    destroy=extend_schema(summary="Delete a capability no registered agent offers (staff)"),
+)
+class CapabilityViewSet(viewsets.ModelViewSet):
+    serializer_class = CapabilitySerializer
+    lookup_field = "name"
+    lookup_value_regex = CAPABILITY_NAME_RE.strip("^$")
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "live_agents", "lowest_cost"]
+    filterset_fields: list[str] = []
+
+    def get_queryset(self):
+        return selectors.capabilities_with_stats()
+
+    def perform_create(self, serializer: CapabilitySerializer) -> None:
+        serializer.instance = services.create_capability(**serializer.validated_data)
+
+    def perform_update(self, serializer: CapabilitySerializer) -> None:
+        data = dict(serializer.validated_data)
+        data.pop("name", None)
+        serializer.instance = services.update_capability(name=self.kwargs["name"], **data)
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        response = super().create(request, *args, **kwargs)
+        response.data = self._fresh(response.data["name"])
+        return response
+
+    def update(self, request: Request, *args, **kwargs) -> Response:
+        name = kwargs["name"]
+        if "name" in request.data and request.data["name"] != name:
+            return Response({"name": [f"A capability cannot be renamed (it is '{name}')."]}, status=400)
+        response = super().update(request, *args, **kwargs)
+        response.data = self._fresh(name)
+        return response
+
+    def perform_destroy(self, instance) -> None:
+        services.delete_capability(name=instance.name)
+
+    def _fresh(self, name: str) -> dict:
+        return CapabilitySerializer(self.get_queryset().get(name=name)).data
+
+
+class AgentEventViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = AgentEvent.objects.select_related("agent")
+    serializer_class = AgentEventSerializer
+    filterset_class = AgentEventFilter
+    ordering_fields = ["at"]

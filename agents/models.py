@@ -1,0 +1,178 @@
+"""The registry's state: agents, capabilities (shared contracts), who offers what, and history."""
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+CAPABILITY_NAME_RE = r"^[a-z0-9][a-z0-9_.\-]{0,99}$"
+capability_name_validator = RegexValidator(
+    CAPABILITY_NAME_RE,
+    "A capability name is 1-100 characters: lowercase letters, digits, '_', '.', '-', starting with a letter or digit.",
+)
+unit_interval = [MinValueValidator(0.0), MaxValueValidator(1.0)]
+
+
+class AgentState(models.TextChoices):
+    IDLE = "idle", "idle"
+    BUSY = "busy", "busy"
+    ERROR = "error", "error"
+    OFFLINE = "offline", "offline"
+
+
+# Which states an agent may move to with POST /status/ (or a heartbeat's "state").
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    AgentState.IDLE: frozenset({AgentState.BUSY, AgentState.ERROR, AgentState.OFFLINE}),
+    AgentState.BUSY: frozenset({AgentState.IDLE, AgentState.ERROR, AgentState.OFFLINE}),
+    AgentState.ERROR: frozenset({AgentState.IDLE, AgentState.OFFLINE}),
+    AgentState.OFFLINE: frozenset({AgentState.IDLE, AgentState.BUSY}),
+}
+
+
+class Capability(models.Model):
+    """A named contract: every agent that offers it takes the same input and gives the same output."""
+
+    name = models.CharField(max_length=100, unique=True, validators=[capability_name_validator])
+    description = models.TextField(blank=True, default="")
+    input_schema = models.JSONField(default=dict, blank=True)
+    output_schema = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "capabilities"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Agent(models.Model):
+    agent_id = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    state = models.CharField(max_length=16, choices=AgentState.choices, default=AgentState.IDLE)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="agents")
+    metadata = models.JSONField(default=dict, blank=True)
+    host = models.CharField(max_length=255, blank=True, default="")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    version = models.CharField(max_length=64, blank=True, default="")
+    max_concurrency = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    capabilities = models.ManyToManyField(Capability, through="AgentCapability", related_name="agents")
+
+    registered_at = models.DateTimeField()
+    last_heartbeat_at = models.DateTimeField()
+    state_changed_at = models.DateTimeField()
+    unregistered_at = models.DateTimeField(null=True, blank=True)
+
+    health_score = models.FloatField(default=1.0, validators=unit_interval)
+    cpu_load = models.FloatField(default=0.0, validators=unit_interval)
+    in_flight = models.PositiveIntegerField(default=0)
+    calls_completed = models.PositiveBigIntegerField(default=0)
+    calls_failed = models.PositiveBigIntegerField(default=0)
+    avg_response_time_ms = models.FloatField(null=True, blank=True)
+
+    # sha256 of the agent's token; the token itself is shown once, at registration.
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+
+    class Meta:
+        ordering = ["-health_score", "cpu_load", "agent_id"]
+        indexes = [
+            # Discovery: registered agents in the seed's order (health desc, load asc).
+            models.Index(
+                "state", models.F("health_score").desc(), "cpu_load",
+                name="agent_discovery_idx", condition=Q(unregistered_at__isnull=True),
+            ),
+            models.Index(
+                models.F("health_score").desc(), "cpu_load", "agent_id",
+                name="agent_order_idx", condition=Q(unregistered_at__isnull=True),
+            ),
+            # The stale sweep: registered agents not yet offline, by heartbeat age.
+            models.Index(
+                fields=["last_heartbeat_at"], name="agent_heartbeat_idx",
+                condition=Q(unregistered_at__isnull=True) & ~Q(state="offline"),
+            ),
+            models.Index(fields=["unregistered_at"], name="agent_unregistered_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(health_score__gte=0) & Q(health_score__lte=1), name="agent_health_0_1"),
+            models.CheckConstraint(condition=Q(cpu_load__gte=0) & Q(cpu_load__lte=1), name="agent_cpu_load_0_1"),
+            models.CheckConstraint(condition=Q(state__in=AgentState.values), name="agent_state_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.agent_id
+
+    @property
+    def is_registered(self) -> bool:
+        return self.unregistered_at is None
+
+    @property
+    def is_live(self) -> bool:
+        return self.unregistered_at is None and self.state != AgentState.OFFLINE
+
+    @property
+    def is_available(self) -> bool:
+        return self.is_live and self.in_flight < self.max_concurrency
+
+    def can_move_to(self, state: str) -> bool:
+        return state == self.state or state in ALLOWED_TRANSITIONS[self.state]
+
+
+class AgentCapability(models.Model):
+    """An agent offers a capability at a cost (the seed's ``AgentCapability.cost``)."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="offers")
+    capability = models.ForeignKey(Capability, on_delete=models.CASCADE, related_name="offers")
+    cost = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)])
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "capability"], name="agentcapability_unique"),
+            models.CheckConstraint(condition=Q(cost__gte=0), name="agentcapability_cost_gte_0"),
+        ]
+        indexes = [models.Index(fields=["capability", "agent"], name="agentcapability_cap_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} offers {self.capability_id} at {self.cost}"
+
+
+class AgentEventKind(models.TextChoices):
+    REGISTERED = "registered", "registered"
+    REREGISTERED = "reregistered", "re-registered"
+    STATE_CHANGED = "state_changed", "state changed"
+    WENT_OFFLINE = "went_offline", "went offline (no heartbeat)"
+    REVIVED = "revived", "revived by heartbeat"
+    UNREGISTERED = "unregistered", "unregistered"
+
+
+class AgentEvent(models.Model):
+    """The registry's history of an agent, as an operator reads it."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=32, choices=AgentEventKind.choices)
+    at = models.DateTimeField()
+    from_state = models.CharField(max_length=16, blank=True, default="")
+    to_state = models.CharField(max_length=16, blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["agent", "-at"], name="agentevent_agent_at_idx"),
+            models.Index(fields=["kind", "-at"], name="agentevent_kind_at_idx"),
+            models.Index(fields=["at"], name="agentevent_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} {self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,54 @@
+"""The registry's periodic sweeps, created in the database for django-celery-beat.
+
+``ensure_periodic_tasks`` runs after every ``migrate`` (post_migrate) and from
+``manage.py setup_periodic_tasks``. It creates what is missing and leaves
+what exists alone, so an operator's retuning in the admin survives.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+
+def periodic_tasks() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "registry: mark stale agents offline",
+            "task": "agents.tasks.sweep_stale_agents",
+            "every": settings.MASP_SWEEP_INTERVAL,
+            "description": "Agents with no heartbeat for MASP_STALE_TIMEOUT seconds go offline.",
+        },
+        {
+            "name": "registry: purge old agents and events",
+            "task": "agents.tasks.purge_agent_history",
+            "every": settings.MASP_PURGE_INTERVAL,
+            "description": "Deletes agents unregistered or offline past the retention, and old events.",
+        },
+    ]
+
+
+def ensure_periodic_tasks(using: str = "default") -> list[str]:
+    """Create the missing periodic tasks; returns the names created."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    created = []
+    for spec in periodic_tasks():
+        if PeriodicTask.objects.using(using).filter(name=spec["name"]).exists():
+            continue
+        every = max(1, round(spec["every"]))
+        interval, _ = IntervalSchedule.objects.using(using).get_or_create(every=every, period=IntervalSchedule.SECONDS)
+        PeriodicTask.objects.using(using).create(
+            name=spec["name"],
+            task=spec["task"],
+            interval=interval,
+            description=spec["description"],
+            # A sweep that waited longer than two periods for a worker is stale: the next one will do.
+            expire_seconds=max(2, every * 2),
+        )
+        created.append(spec["name"])
+    return created
+
+
+def ensure_periodic_tasks_on_migrate(sender: Any, using: str = "default", **kwargs: Any) -> None:
+    ensure_periodic_tasks(using=using)

@@ -1,0 +1,93 @@
+"""Reads of the registry used by the API, the admin, the SDK and benchmarks."""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Iterable
+
+from django.db.models import Avg, Count, Exists, F, Min, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from agents.models import Agent, AgentCapability, AgentState, Capability
+
+LIVE = Q(unregistered_at__isnull=True) & ~Q(state=AgentState.OFFLINE)
+
+
+def agent_for_token(token_hash: str) -> Agent | None:
+    return Agent.objects.filter(token_hash=token_hash).only("id", "agent_id", "unregistered_at").first()
+
+
+def discover_agents(
+    *,
+    queryset: QuerySet[Agent] | None = None,
+    capabilities: Iterable[str] = (),
+    tag: str | None = None,
+    state: str | None = None,
+    min_health: float | None = None,
+    max_cpu_load: float | None = None,
+    available: bool | None = None,
+    include_unregistered: bool = False,
+    **_: Any,
+) -> QuerySet[Agent]:
+    """Agents matching every criterion, best first (health descending, then load ascending).
+
+    ``capabilities``: the agent must offer all of them. ``available``: not
+    offline and below its max concurrency. Unregistered agents only with
+    ``include_unregistered``.
+    """
+    qs = Agent.objects.all() if queryset is None else queryset
+    if not include_unregistered:
+        qs = qs.filter(unregistered_at__isnull=True)
+    for name in dict.fromkeys(capabilities or ()):
+        qs = qs.filter(Exists(AgentCapability.objects.filter(agent=OuterRef("pk"), capability__name=name)))
+    if tag:
+        qs = qs.filter(tags__name=tag)
+    if state:
+        qs = qs.filter(state=state)
+    if min_health is not None:
+        qs = qs.filter(health_score__gte=min_health)
+    if max_cpu_load is not None:
+        qs = qs.filter(cpu_load__lte=max_cpu_load)
+    if available is True:
+        qs = qs.filter(LIVE, in_flight__lt=F("max_concurrency"))
+    elif available is False:
+        qs = qs.filter(~LIVE | Q(in_flight__gte=F("max_concurrency")))
+    return qs.order_by("-health_score", "cpu_load", "agent_id")
+
+
+def with_details(qs: QuerySet[Agent]) -> QuerySet[Agent]:
+    """Prefetch what the API and admin show of each agent (no N+1)."""
+    return qs.prefetch_related("tags", "offers__capability")
+
+
+def capabilities_with_stats(queryset: QuerySet[Capability] | None = None) -> QuerySet[Capability]:
+    """Capabilities annotated with ``live_agents`` and ``lowest_cost`` among live agents."""
+    qs = Capability.objects.all() if queryset is None else queryset
+    live_offer = Q(offers__agent__unregistered_at__isnull=True) & ~Q(offers__agent__state=AgentState.OFFLINE)
+    return qs.annotate(
+        live_agents=Count("offers", filter=live_offer),
+        lowest_cost=Min("offers__cost", filter=live_offer),
+    ).order_by("name")
+
+
+def registry_stats() -> dict[str, Any]:
+    """The seed's registry stats: totals by state, live agents per capability, averages, recent heartbeats."""
+    registered = Agent.objects.filter(unregistered_at__isnull=True)
+    by_state = dict.fromkeys(AgentState.values, 0)
+    by_state.update(dict(registered.values_list("state").annotate(n=Count("id")).order_by()))
+    live = registered.exclude(state=AgentState.OFFLINE)
+    averages = live.aggregate(avg_health=Avg("health_score"), avg_cpu_load=Avg("cpu_load"))
+    per_capability = dict(
+        capabilities_with_stats().filter(live_agents__gt=0).values_list("name", "live_agents")
+    )
+    minute_ago = timezone.now() - timedelta(minutes=1)
+    return {
+        "total_agents": sum(by_state.values()),
+        "by_state": by_state,
+        "live_agents": sum(n for s, n in by_state.items() if s != AgentState.OFFLINE),
+        "unregistered_agents": Agent.objects.filter(unregistered_at__isnull=False).count(),
+        "capabilities": Capability.objects.count(),
+        "live_agents_per_capability": per_capability,
+        "average_health": averages["avg_health"],
+        "average_cpu_load": averages["avg_cpu_load"],
+        "agents_seen_last_minute": live.filter(last_heartbeat_at__gte=minute_ago).count(),
+    }

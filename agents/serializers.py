@@ -1,0 +1,163 @@
+"""Shapes of the registry API. Validation of form only; state rules live in services."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.validators import RegexValidator
+from django.utils import timezone
+from rest_framework import serializers
+
+from agents.models import CAPABILITY_NAME_RE, Agent, AgentEvent, AgentState, Capability
+from agents.schemas import schema_error
+from agents.services import CapabilitySpec
+
+capability_name = RegexValidator(
+    CAPABILITY_NAME_RE,
+    "Use 1-100 of: lowercase letters, digits, '_', '.', '-', starting with a letter or digit.",
+)
+
+
+class SchemaField(serializers.JSONField):
+    """A JSON Schema (object or boolean), checked to be a valid one."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        problem = schema_error(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+
+class CapabilitySpecSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, validators=[capability_name])
+    description = serializers.CharField(allow_blank=True, required=False, default="")
+    input_schema = serializers.JSONField(required=False, default=dict)
+    output_schema = serializers.JSONField(required=False, default=dict)
+    cost = serializers.FloatField(min_value=0.0, required=False, default=1.0)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors = {}
+        for which in ("input_schema", "output_schema"):
+            problem = schema_error(attrs[which])
+            if problem:
+                errors[which] = [f"capability '{attrs['name']}': {problem}"]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class AgentRegistrationSerializer(serializers.Serializer):
+    agent_id = serializers.SlugField(max_length=100)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    capabilities = CapabilitySpecSerializer(many=True, required=False, default=list)
+    tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
+    metadata = serializers.DictField(required=False, default=dict)
+    max_concurrency = serializers.IntegerField(min_value=1, max_value=100_000, required=False, default=1)
+    host = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    pid = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
+    version = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+
+    def validate_capabilities(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        names = [c["name"] for c in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise serializers.ValidationError(f"capabilities declared twice: {', '.join(twice)}")
+        return value
+
+    def to_service_kwargs(self) -> dict[str, Any]:
+        data = dict(self.validated_data)
+        data["name"] = data["name"] or data["agent_id"]
+        data["capabilities"] = [CapabilitySpec(**c) for c in data["capabilities"]]
+        return data
+
+
+class OfferSerializer(serializers.Serializer):
+    name = serializers.CharField(source="capability.name")
+    cost = serializers.FloatField()
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    tags = serializers.SerializerMethodField()
+    capabilities = OfferSerializer(source="offers", many=True, read_only=True)
+    heartbeat_age_seconds = serializers.SerializerMethodField()
+    available = serializers.BooleanField(source="is_available", read_only=True)
+
+    class Meta:
+        model = Agent
+        fields = [
+            "agent_id", "name", "description", "state", "available", "capabilities", "tags", "metadata",
+            "host", "pid", "version", "max_concurrency", "health_score", "cpu_load", "in_flight",
+            "calls_completed", "calls_failed", "avg_response_time_ms", "registered_at", "last_heartbeat_at",
+            "heartbeat_age_seconds", "state_changed_at", "unregistered_at",
+        ]
+        read_only_fields = fields
+
+    def get_tags(self, agent: Agent) -> list[str]:
+        return sorted(t.name for t in agent.tags.all())
+
+    def get_heartbeat_age_seconds(self, agent: Agent) -> float:
+        return round((timezone.now() - agent.last_heartbeat_at).total_seconds(), 3)
+
+
+class RegisteredAgentSerializer(AgentSerializer):
+    token = serializers.CharField(read_only=True, help_text="Shown once. Send as 'Authorization: Agent <token>'.")
+
+    class Meta(AgentSerializer.Meta):
+        fields = [*AgentSerializer.Meta.fields, "token"]
+        read_only_fields = fields
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    cpu_load = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    health_score = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    in_flight = serializers.IntegerField(min_value=0, required=False)
+    state = serializers.ChoiceField(choices=AgentState.choices, required=False)
+
+
+class HeartbeatResultSerializer(serializers.Serializer):
+    agent_id = serializers.CharField()
+    state = serializers.CharField()
+    revived = serializers.BooleanField()
+    next_heartbeat_due = serializers.DateTimeField()
+    heartbeat_interval = serializers.FloatField(help_text="Seconds between heartbeats.")
+
+
+class StatusSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=AgentState.choices)
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class StatsSerializer(serializers.Serializer):
+    total_agents = serializers.IntegerField()
+    by_state = serializers.DictField(child=serializers.IntegerField())
+    live_agents = serializers.IntegerField()
+    unregistered_agents = serializers.IntegerField()
+    capabilities = serializers.IntegerField()
+    live_agents_per_capability = serializers.DictField(child=serializers.IntegerField())
+    average_health = serializers.FloatField(allow_null=True)
+    average_cpu_load = serializers.FloatField(allow_null=True)
+    agents_seen_last_minute = serializers.IntegerField()
+
+
+class CapabilitySerializer(serializers.ModelSerializer):
+    name = serializers.CharField(max_length=100, validators=[capability_name])
+    input_schema = SchemaField(required=False)
+    output_schema = SchemaField(required=False)
+    live_agents = serializers.IntegerField(read_only=True, default=0)
+    lowest_cost = serializers.FloatField(read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = Capability
+        fields = ["name", "description", "input_schema", "output_schema", "live_agents", "lowest_cost",
+                  "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+
+class AgentEventSerializer(serializers.ModelSerializer):
+    agent = serializers.CharField(source="agent.agent_id", read_only=True)
+
+    class Meta:
+        model = AgentEvent
+        fields = ["id", "agent", "kind", "at", "from_state", "to_state", "details"]
+        read_only_fields = fields

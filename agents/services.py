@@ -1,0 +1,462 @@
+"""The registry's state changes. The only code that writes agents, capabilities and events.
+
+Guarantees, per function, are in the docstrings. Lock order when more than
+one row is locked in one transaction: the Agent row first, then Capability
+rows (by name). The sweep locks agent rows only, with SKIP LOCKED, in
+primary-key order.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agents.models import (
+    ALLOWED_TRANSITIONS,
+    Agent,
+    AgentCapability,
+    AgentEvent,
+    AgentEventKind,
+    AgentState,
+    Capability,
+    Tag,
+)
+from agents.schemas import schema_differences, schema_error
+from masplatform.exceptions import Conflict, InvalidInput, NotFound
+
+logger = logging.getLogger("agents")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class CapabilitySpec:
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] | bool | None = None
+    output_schema: dict[str, Any] | bool | None = None
+    cost: float = 1.0
+
+
+@dataclass(frozen=True)
+class Registration:
+    agent: Agent
+    token: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    agent_id: str
+    state: str
+    revived: bool
+    next_heartbeat_due: datetime
+    heartbeat_interval: float
+
+
+def _check_capability_specs(specs: list[CapabilitySpec]) -> None:
+    errors: dict[str, str] = {}
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            errors[spec.name] = "declared twice"
+        seen.add(spec.name)
+        for which in ("input_schema", "output_schema"):
+            problem = schema_error(getattr(spec, which) or {})
+            if problem:
+                errors[spec.name] = f"{which}: {problem}"
+        if spec.cost < 0:
+            errors[spec.name] = f"cost must be >= 0, got {spec.cost}"
+    if errors:
+        raise InvalidInput({"capabilities": [f"capability '{n}': {m}" for n, m in errors.items()]})
+
+
+def _contract_conflict(existing: Capability, spec: CapabilitySpec) -> str | None:
+    diffs = []
+    for which in ("input_schema", "output_schema"):
+        old, new = getattr(existing, which), getattr(spec, which) or {}
+        if old != new:
+            diffs.append(f"{which} differs ({'; '.join(schema_differences(old, new))})")
+    if not diffs:
+        return None
+    return (
+        f"capability '{existing.name}' already exists with another contract: {', '.join(diffs)}. "
+        f"Every agent that offers a capability shares its contract; staff change it at /api/capabilities/{existing.name}/."
+    )
+
+
+def _capabilities_for(specs: list[CapabilitySpec]) -> dict[str, Capability]:
+    """Fetch or create the capabilities named by ``specs``; Conflict if a contract differs."""
+    found = {c.name: c for c in Capability.objects.filter(name__in=[s.name for s in specs])}
+    for spec in sorted(specs, key=lambda s: s.name):
+        if spec.name not in found:
+            try:
+                with transaction.atomic():
+                    found[spec.name] = Capability.objects.create(
+                        name=spec.name,
+                        description=spec.description,
+                        input_schema=spec.input_schema or {},
+                        output_schema=spec.output_schema or {},
+                    )
+                continue
+            except IntegrityError:  # created by a concurrent registration
+                found[spec.name] = Capability.objects.get(name=spec.name)
+        problem = _contract_conflict(found[spec.name], spec)
+        if problem:
+            raise Conflict(problem)
+    return found
+
+
+def _tags_for(names: Iterable[str]) -> list[Tag]:
+    names = sorted(set(names))
+    if not names:
+        return []
+    Tag.objects.bulk_create([Tag(name=n) for n in names], ignore_conflicts=True)
+    return list(Tag.objects.filter(name__in=names))
+
+
+def register_agent(
+    *,
+    agent_id: str,
+    name: str,
+    description: str = "",
+    capabilities: list[CapabilitySpec] | None = None,
+    tags: Iterable[str] = (),
+    metadata: dict[str, Any] | None = None,
+    max_concurrency: int = 1,
+    host: str = "",
+    pid: int | None = None,
+    version: str = "",
+) -> Registration:
+    """Register ``agent_id``, or re-register it (replacing capabilities, tags and metadata).
+
+    One transaction: a bad or conflicting capability leaves nothing behind.
+    Every call issues a new token and stores only its hash, so the token of
+    an earlier registration stops working. Returns the token once.
+    """
+    specs = list(capabilities or [])
+    _check_capability_specs(specs)
+    token = new_token()
+    now = timezone.now()
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().filter(agent_id=agent_id).first()
+        created = agent is None
+        if created:
+            agent = Agent(agent_id=agent_id, registered_at=now)
+            previous_state = ""
+        else:
+            previous_state = agent.state
+        agent.name = name
+        agent.description = description
+        agent.metadata = metadata or {}
+        agent.max_concurrency = max_concurrency
+        agent.host = host
+        agent.pid = pid
+        agent.version = version
+        agent.state = AgentState.IDLE
+        agent.state_changed_at = now
+        agent.last_heartbeat_at = now
+        agent.unregistered_at = None
+        agent.in_flight = 0
+        agent.token_hash = hash_token(token)
+        agent.save()
+        found = _capabilities_for(specs)
+        AgentCapability.objects.filter(agent=agent).delete()
+        AgentCapability.objects.bulk_create(
+            [AgentCapability(agent=agent, capability=found[s.name], cost=s.cost) for s in specs]
+        )
+        agent.tags.set(_tags_for(tags))
+        AgentEvent.objects.create(
+            agent=agent,
+            kind=AgentEventKind.REGISTERED if created else AgentEventKind.REREGISTERED,
+            at=now,
+            from_state=previous_state,
+            to_state=AgentState.IDLE,
+            details={"capabilities": sorted(s.name for s in specs), "host": host, "pid": pid, "version": version},
+        )
+    logger.info("event=agent_registered agent_id=%s created=%s capabilities=%d", agent_id, created, len(specs))
+    return Registration(agent=agent, token=token, created=created)
+
+
+def _locked_registered_agent(agent_id: str) -> Agent:
+    agent = Agent.objects.select_for_update().filter(agent_id=agent_id).first()
+    if agent is None:
+        raise NotFound(f"No agent '{agent_id}'.")
+    if agent.unregistered_at is not None:
+        raise Conflict(f"Agent '{agent_id}' is unregistered (since {agent.unregistered_at.isoformat()}); register it again.")
+    return agent
+
+
+def _record_state_change(agent: Agent, *, to_state: str, kind: str, now: datetime, details: dict[str, Any]) -> None:
+    AgentEvent.objects.create(
+        agent=agent, kind=kind, at=now, from_state=agent.state, to_state=to_state, details=details
+    )
+    agent.state = to_state
+    agent.state_changed_at = now
+
+
+def heartbeat(
+    *,
+    agent_id: str,
+    cpu_load: float | None = None,
+    health_score: float | None = None,
+    in_flight: int | None = None,
+    state: str | None = None,
+) -> HeartbeatResult:
+    """Record that ``agent_id`` is alive, with the load figures it reports.
+
+    The common case (a live agent, no state given) is one conditional UPDATE.
+    A heartbeat from an agent the sweep took offline revives it (event
+    ``revived``). A ``state`` that the current state may not move to is a
+    Conflict naming the current state.
+    """
+    _check_figures(cpu_load=cpu_load, health_score=health_score, in_flight=in_flight, state=state)
+    now = timezone.now()
+    interval = settings.MASP_HEARTBEAT_INTERVAL
+    figures: dict[str, Any] = {"last_heartbeat_at": now}
+    if cpu_load is not None:
+        figures["cpu_load"] = cpu_load
+    if health_score is not None:
+        figures["health_score"] = health_score
+    if in_flight is not None:
+        figures["in_flight"] = in_flight
+    if state is None:
+        updated = (
+            Agent.objects.filter(agent_id=agent_id, unregistered_at__isnull=True)
+            .exclude(state=AgentState.OFFLINE)
+            .update(**figures)
+        )
+        if updated:
+            return HeartbeatResult(agent_id, _current_state(agent_id), False, now + timedelta(seconds=interval), interval)
+    with transaction.atomic():
+        agent = _locked_registered_agent(agent_id)
+        revived = agent.state == AgentState.OFFLINE
+        target = state or (AgentState.IDLE if revived else agent.state)
+        if not agent.can_move_to(target):
+            raise Conflict(_transition_refusal(agent, target))
+        if revived:
+            _record_state_change(agent, to_state=target, kind=AgentEventKind.REVIVED, now=now,
+                                 details={"offline_since": agent.state_changed_at.isoformat()})
+        elif target != agent.state:
+            _record_state_change(agent, to_state=target, kind=AgentEventKind.STATE_CHANGED, now=now,
+                                 details={"via": "heartbeat"})
+        for field, value in figures.items():
+            setattr(agent, field, value)
+        agent.save(update_fields=[*figures, "state", "state_changed_at"])
+    if revived:
+        logger.info("event=agent_revived agent_id=%s state=%s", agent_id, target)
+    return HeartbeatResult(agent_id, target, revived, now + timedelta(seconds=interval), interval)
+
+
+def _current_state(agent_id: str) -> str:
+    return Agent.objects.filter(agent_id=agent_id).values_list("state", flat=True).first() or ""
+
+
+def _check_figures(*, cpu_load: float | None, health_score: float | None, in_flight: int | None, state: str | None) -> None:
+    errors: dict[str, list[str]] = {}
+    for field, value in (("cpu_load", cpu_load), ("health_score", health_score)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            errors[field] = [f"must be between 0 and 1, got {value}"]
+    if in_flight is not None and in_flight < 0:
+        errors["in_flight"] = [f"must be >= 0, got {in_flight}"]
+    if state is not None and state not in AgentState.values:
+        errors["state"] = [f"'{state}' is not a state; use one of {', '.join(AgentState.values)}"]
+    if errors:
+        raise InvalidInput(errors)
+
+
+def _transition_refusal(agent: Agent, target: str) -> str:
+    allowed = ", ".join(sorted(ALLOWED_TRANSITIONS[agent.state]))
+    return f"Agent '{agent.agent_id}' is {agent.state}; it cannot move to {target} (from {agent.state} it may move to: {allowed})."
+
+
+def change_state(*, agent_id: str, state: str, reason: str = "") -> Agent:
+    """Move ``agent_id`` to ``state``. Same state: no change. A move not allowed: Conflict (409)."""
+    _check_figures(cpu_load=None, health_score=None, in_flight=None, state=state)
+    now = timezone.now()
+    with transaction.atomic():
+        agent = _locked_registered_agent(agent_id)
+        if agent.state == state:
+            return agent
+        if not agent.can_move_to(state):
+            raise Conflict(_transition_refusal(agent, state))
+        _record_state_change(agent, to_state=state, kind=AgentEventKind.STATE_CHANGED, now=now,
+                             details={"reason": reason} if reason else {})
+        agent.save(update_fields=["state", "state_changed_at"])
+    logger.info("event=agent_state_changed agent_id=%s state=%s", agent_id, state)
+    return agent
+
+
+def unregister_agent(*, agent_id: str, reason: str = "") -> Agent:
+    """Take ``agent_id`` out of discovery. Its row and history stay (until the purge sweep)."""
+    now = timezone.now()
+    with transaction.atomic():
+        agent = _locked_registered_agent(agent_id)
+        AgentEvent.objects.create(agent=agent, kind=AgentEventKind.UNREGISTERED, at=now, from_state=agent.state,
+                                  to_state=AgentState.OFFLINE, details={"reason": reason} if reason else {})
+        agent.state = AgentState.OFFLINE
+        agent.state_changed_at = now
+        agent.unregistered_at = now
+        agent.in_flight = 0
+        agent.save(update_fields=["state", "state_changed_at", "unregistered_at", "in_flight"])
+    logger.info("event=agent_unregistered agent_id=%s", agent_id)
+    return agent
+
+
+def sweep_stale_agents(*, timeout: float | None = None, batch_size: int | None = None) -> int:
+    """Mark every registered agent with no heartbeat for ``timeout`` seconds offline. Returns how many.
+
+    Set-based: per batch, one SELECT ... FOR UPDATE SKIP LOCKED of ids, one
+    INSERT ... SELECT of events and one UPDATE. Safe to run twice at once:
+    concurrent sweeps take disjoint rows on PostgreSQL (SKIP LOCKED) and are
+    serialised by SQLite's write lock, and each batch re-checks staleness
+    under the lock, so every agent gets one ``went_offline`` event.
+    """
+    timeout = settings.MASP_STALE_TIMEOUT if timeout is None else timeout
+    batch_size = batch_size or settings.MASP_SWEEP_BATCH_SIZE
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=timeout)
+    stale = Agent.objects.filter(unregistered_at__isnull=True, last_heartbeat_at__lt=cutoff).exclude(
+        state=AgentState.OFFLINE
+    )
+    details = json.dumps({"reason": "no heartbeat", "stale_timeout_seconds": timeout, "cutoff": cutoff.isoformat()})
+    total = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                stale.order_by("pk").select_for_update(skip_locked=True).values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                break
+            _insert_offline_events(ids, now=now, details=details)
+            total += Agent.objects.filter(pk__in=ids).update(state=AgentState.OFFLINE, state_changed_at=now)
+        if len(ids) < batch_size:
+            break
+    if total:
+        logger.info("event=stale_sweep agents_offline=%d timeout=%s", total, timeout)
+    return total
+
+
+def _insert_offline_events(ids: list[int], *, now: datetime, details: str) -> None:
+    """One INSERT ... SELECT: a went_offline event per agent, carrying its state before."""
+    events, agents = AgentEvent._meta.db_table, Agent._meta.db_table
+    qn = connection.ops.quote_name
+    json_param = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
+    placeholders = ", ".join(["%s"] * len(ids))
+    sql = (
+        f"INSERT INTO {qn(events)} ({qn('agent_id')}, {qn('kind')}, {qn('at')}, {qn('from_state')}, "
+        f"{qn('to_state')}, {qn('details')}) "
+        f"SELECT {qn('id')}, %s, %s, {qn('state')}, %s, {json_param} FROM {qn(agents)} "
+        f"WHERE {qn('id')} IN ({placeholders})"
+    )
+    field = AgentEvent._meta.get_field("at")
+    params = [AgentEventKind.WENT_OFFLINE.value, field.get_db_prep_value(now, connection), AgentState.OFFLINE.value, details, *ids]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def purge_history(*, batch_size: int | None = None) -> dict[str, int]:
+    """Delete agents unregistered (or offline) for longer than the agent retention, and old events."""
+    batch_size = batch_size or settings.MASP_SWEEP_BATCH_SIZE
+    now = timezone.now()
+    agent_cutoff = now - timedelta(days=settings.MASP_AGENT_RETENTION_DAYS)
+    event_cutoff = now - timedelta(days=settings.MASP_EVENT_RETENTION_DAYS)
+    gone = Agent.objects.filter(
+        Q(unregistered_at__lt=agent_cutoff) | Q(state=AgentState.OFFLINE, state_changed_at__lt=agent_cutoff)
+    )
+    purged = {"agents": _delete_in_batches(gone, batch_size), "events": 0}
+    purged["events"] = _delete_in_batches(AgentEvent.objects.filter(at__lt=event_cutoff), batch_size)
+    if purged["agents"] or purged["events"]:
+        logger.info("event=history_purged agents=%d events=%d", purged["agents"], purged["events"])
+    return purged
+
+
+def _delete_in_batches(queryset, batch_size: int) -> int:
+    model = queryset.model
+    total = 0
+    while True:
+        ids = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return total
+        with transaction.atomic():
+            if model is Agent:
+                AgentEvent.objects.filter(agent_id__in=ids).delete()
+                AgentCapability.objects.filter(agent_id__in=ids).delete()
+                Agent.tags.through.objects.filter(agent_id__in=ids).delete()
+            model.objects.filter(pk__in=ids).delete()
+        total += len(ids)
+
+
+def create_capability(*, name: str, description: str = "", input_schema: Any = None, output_schema: Any = None) -> Capability:
+    """Create a capability contract (staff). Conflict if the name is taken."""
+    _check_contract(name, input_schema, output_schema)
+    try:
+        with transaction.atomic():
+            return Capability.objects.create(
+                name=name, description=description, input_schema=input_schema or {}, output_schema=output_schema or {}
+            )
+    except IntegrityError:
+        raise Conflict(f"capability '{name}' already exists; change it with PUT /api/capabilities/{name}/.") from None
+
+
+def update_capability(
+    *, name: str, description: str | None = None, input_schema: Any = None, output_schema: Any = None
+) -> Capability:
+    """Change a capability's contract (staff). Every agent that offers it now offers the new one."""
+    _check_contract(name, input_schema, output_schema)
+    with transaction.atomic():
+        capability = Capability.objects.select_for_update().filter(name=name).first()
+        if capability is None:
+            raise NotFound(f"No capability '{name}'.")
+        changed = {}
+        if description is not None:
+            changed["description"] = description
+        if input_schema is not None:
+            changed["input_schema"] = input_schema
+        if output_schema is not None:
+            changed["output_schema"] = output_schema
+        for field, value in changed.items():
+            setattr(capability, field, value)
+        capability.save()
+    logger.info("event=capability_changed capability=%s fields=%s", name, ",".join(changed) or "-")
+    return capability
+
+
+def delete_capability(*, name: str) -> None:
+    """Delete a capability that no registered agent offers; Conflict naming the offerers otherwise."""
+    with transaction.atomic():
+        capability = Capability.objects.select_for_update().filter(name=name).first()
+        if capability is None:
+            raise NotFound(f"No capability '{name}'.")
+        offerers = list(
+            capability.offers.filter(agent__unregistered_at__isnull=True).values_list("agent__agent_id", flat=True)[:5]
+        )
+        if offerers:
+            raise Conflict(f"capability '{name}' is offered by registered agents ({', '.join(offerers)}); unregister them first.")
+        capability.delete()
+
+
+def _check_contract(name: str, input_schema: Any, output_schema: Any) -> None:
+    errors = {}
+    for which, schema in (("input_schema", input_schema), ("output_schema", output_schema)):
+        if schema is not None:
+            problem = schema_error(schema)
+            if problem:
+                errors[which] = [f"capability '{name}': {problem}"]
+    if errors:
+        raise InvalidInput(errors)

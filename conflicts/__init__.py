@@ -1,0 +1,1 @@
+"""Conflicts, participants, votes, strategies and escalation (to come)."""

@@ -1,0 +1,29 @@
+"""The API router: each app registers its viewsets here; plus the token endpoint."""
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.permissions import AllowAny
+from rest_framework.routers import DefaultRouter
+
+from agents.api import AgentEventViewSet, AgentViewSet, CapabilityViewSet
+
+
+class ObtainTokenView(ObtainAuthToken):
+    """POST {"username", "password"} → {"token"}; send it as ``Authorization: Token <token>``."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(
+        request=inline_serializer("TokenRequest", {"username": serializers.CharField(), "password": serializers.CharField()}),
+        responses=inline_serializer("TokenResponse", {"token": serializers.CharField()}),
+        tags=["auth"],
+    )
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
+
+
+router = DefaultRouter()
+router.register("agents", AgentViewSet, basename="agent")
+router.register("capabilities", CapabilityViewSet, basename="capability")
+router.register("agent-events", AgentEventViewSet, basename="agent-event")

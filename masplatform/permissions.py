@@ -1,0 +1,53 @@
+"""Who may do what: staff everything, other users read, agents only what a view allows.
+
+Agents authenticate as a principal whose ``is_agent`` is true (see
+``agents.auth``); this module only looks at that flag, so the project layer
+does not import the agents app.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.request import Request
+
+AGENT_TOKEN_SCOPE = (
+    "An agent token may only heartbeat, change the status of, or unregister its own agent."
+)
+
+
+def is_agent(request: Request) -> bool:
+    return bool(getattr(request.user, "is_agent", False))
+
+
+class IsStaffOrReadOnlyUser(BasePermission):
+    """Staff: everything. Other signed-in people: safe methods. Agent tokens: nothing."""
+
+    message = "Only staff may change this; other users may only read."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        if is_agent(request):
+            self.message = AGENT_TOKEN_SCOPE
+            return False
+        return bool(user.is_staff or request.method in SAFE_METHODS)
+
+
+class IsStaffOrSelfAgent(BasePermission):
+    """Staff, or the agent named by the URL acting on itself with its own token."""
+
+    message = "Only staff or the agent itself may do this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        if is_agent(request):
+            target = view.kwargs.get(getattr(view, "lookup_url_kwarg", None) or view.lookup_field)
+            if user.agent_id == target:
+                return True
+            self.message = f"This token belongs to agent '{user.agent_id}'; it cannot act on agent '{target}'."
+            return False
+        return bool(user.is_staff)

@@ -122,7 +122,7 @@ def _capabilities_for(specs: list[CapabilitySpec]) -> dict[str, Capability]:
     return found
 
 
-def _tags_for(names: Iterable[str]) -> list[Tag]:
+def tags_named(names: Iterable[str]) -> list[Tag]:
     names = sorted(set(names))
     if not names:
         return []
@@ -180,7 +180,7 @@ def register_agent(
         AgentCapability.objects.bulk_create(
             [AgentCapability(agent=agent, capability=found[s.name], cost=s.cost) for s in specs]
         )
-        agent.tags.set(_tags_for(tags))
+        agent.tags.set(tags_named(tags))
         AgentEvent.objects.create(
             agent=agent,
             kind=AgentEventKind.REGISTERED if created else AgentEventKind.REREGISTERED,

@@ -1,0 +1,139 @@
+"""Registry services against the real database: sweeps, purges and races."""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import override_settings
+from django.utils import timezone
+
+from agents import services
+from agents.models import Agent, AgentEvent, Capability
+from agents.services import CapabilitySpec
+from tests.factories import AgentFactory
+
+
+def run_together(*calls):
+    """Run the calls in threads released at the same instant; return their results (or raise the first error)."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i, call):
+        try:
+            barrier.wait()
+            results[i] = call()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def make_stale(n: int, prefix: str = "stale") -> None:
+    old = timezone.now() - timedelta(hours=1)
+    Agent.objects.bulk_create(
+        [Agent(agent_id=f"{prefix}-{i}", name=f"{prefix} {i}", registered_at=old, last_heartbeat_at=old,
+               state_changed_at=old, token_hash=f"{prefix}-{i}".ljust(64, "x"), state="busy" if i % 2 else "idle")
+         for i in range(n)]
+    )
+
+
+@pytest.mark.django_db
+def test_sweep_takes_only_stale_registered_live_agents_offline_with_one_event_each():
+    make_stale(7)
+    AgentFactory(agent_id="fresh")
+    AgentFactory(agent_id="already-off", state="offline", stale=True)
+    AgentFactory(agent_id="unregistered", stale=True, unregistered_at=timezone.now())
+    assert services.sweep_stale_agents(batch_size=3) == 7
+    assert set(Agent.objects.filter(state="offline").values_list("agent_id", flat=True)) == {
+        *(f"stale-{i}" for i in range(7)), "already-off"}
+    assert not AgentEvent.objects.filter(agent__agent_id__in=["unregistered", "already-off"]).exists()
+    assert Agent.objects.get(agent_id="fresh").state == "idle"
+    events = AgentEvent.objects.filter(kind="went_offline")
+    assert events.count() == 7
+    e = events.get(agent__agent_id="stale-1")
+    assert (e.from_state, e.to_state) == ("busy", "offline")
+    assert e.details["reason"] == "no heartbeat" and e.details["stale_timeout_seconds"] == 60.0
+    assert services.sweep_stale_agents() == 0  # nothing left: idempotent
+
+
+@pytest.mark.django_db
+def test_sweep_respects_the_timeout():
+    AgentFactory(agent_id="quiet", last_heartbeat_at=timezone.now() - timedelta(seconds=45))
+    assert services.sweep_stale_agents() == 0
+    with override_settings(MASP_STALE_TIMEOUT=30):
+        assert services.sweep_stale_agents() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_sweeps_at_once_mark_each_agent_offline_once():
+    make_stale(400)
+    counts = run_together(lambda: services.sweep_stale_agents(batch_size=25),
+                          lambda: services.sweep_stale_agents(batch_size=25))
+    assert sum(counts) == 400
+    assert AgentEvent.objects.filter(kind="went_offline").count() == 400
+    assert Agent.objects.exclude(state="offline").count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_heartbeat_racing_the_sweep_leaves_the_agent_alive():
+    make_stale(1, prefix="racer")
+    services.sweep_stale_agents()
+    result = services.heartbeat(agent_id="racer-0")
+    assert result.revived and Agent.objects.get(agent_id="racer-0").state == "idle"
+    assert list(AgentEvent.objects.order_by("id").values_list("kind", flat=True)) == ["went_offline", "revived"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_agents_registering_the_same_new_capability_at_once_share_it():
+    spec = CapabilitySpec(name="shared_cap", input_schema={"type": "object"})
+    results = run_together(
+        lambda: services.register_agent(agent_id="twin-a", name="a", capabilities=[spec]),
+        lambda: services.register_agent(agent_id="twin-b", name="b", capabilities=[spec]),
+    )
+    assert all(r.created for r in results)
+    assert Capability.objects.filter(name="shared_cap").count() == 1
+    assert Agent.objects.filter(capabilities__name="shared_cap").count() == 2
+
+
+@pytest.mark.django_db
+def test_purge_deletes_long_gone_agents_and_old_events_only():
+    long_ago = timezone.now() - timedelta(days=40)
+    gone = AgentFactory(agent_id="gone", unregistered_at=long_ago, state="offline", offers={"c": 1}, tag_names=["t"])
+    AgentEvent.objects.create(agent=gone, kind="unregistered", at=long_ago)
+    AgentFactory(agent_id="off-long", state="offline", state_changed_at=long_ago)
+    recent = AgentFactory(agent_id="recent", unregistered_at=timezone.now() - timedelta(days=1), state="offline")
+    AgentEvent.objects.create(agent=recent, kind="unregistered", at=timezone.now())
+    live = AgentFactory(agent_id="live")
+    AgentEvent.objects.create(agent=live, kind="registered", at=long_ago)
+    purged = services.purge_history()
+    assert purged == {"agents": 2, "events": 1}
+    assert set(Agent.objects.values_list("agent_id", flat=True)) == {"recent", "live"}
+    assert AgentEvent.objects.filter(agent__agent_id="recent").count() == 1
+    assert not AgentEvent.objects.filter(agent__agent_id="live").exists()
+
+
+@pytest.mark.django_db
+def test_periodic_sweeps_exist_after_migrate_and_setup_keeps_operator_changes():
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from agents.schedules import ensure_periodic_tasks
+
+    sweep = PeriodicTask.objects.get(task="agents.tasks.sweep_stale_agents")
+    assert sweep.interval.every == 30 and sweep.enabled
+    assert PeriodicTask.objects.filter(task="agents.tasks.purge_agent_history").exists()
+    sweep.interval = IntervalSchedule.objects.create(every=7, period="seconds")
+    sweep.save()
+    assert ensure_periodic_tasks() == []
+    assert PeriodicTask.objects.get(task="agents.tasks.sweep_stale_agents").interval.every == 7

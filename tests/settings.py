@@ -1,0 +1,18 @@
+"""Settings for the test suite: the project's settings, with a test var/ folder.
+
+Which stack the suite runs on comes from the environment, as for the
+platform itself: nothing set is the embedded default (SQLite + embedded
+Redis); ``make test`` runs a second pass with ``MASP_TEST_STACK=services``,
+which points at PostgreSQL and Redis (see tests/stack.py).
+"""
+import os
+from pathlib import Path
+
+from tests.stack import configure_environment
+
+configure_environment(Path(__file__).resolve().parent.parent)
+os.environ.setdefault("MASP_DEBUG", "1")
+
+from masplatform.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests

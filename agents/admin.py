@@ -1,4 +1,5 @@
 """Operator pages of the registry. Actions call the same services as the API."""
+
 from __future__ import annotations
 
 import json
@@ -96,8 +97,18 @@ class OfferInline(admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ["agent_id", "name", "state_badge", "heartbeat", "health_score", "cpu_load", "load",
-                    "capability_list", "tag_list", "registered_at"]
+    list_display = [
+        "agent_id",
+        "name",
+        "state_badge",
+        "heartbeat",
+        "health_score",
+        "cpu_load",
+        "load",
+        "capability_list",
+        "tag_list",
+        "registered_at",
+    ]
     list_display_links = ["agent_id", "name"]
     list_filter = ["state", RegisteredListFilter, CapabilityListFilter, TagListFilter]
     search_fields = ["agent_id", "name"]
@@ -105,14 +116,46 @@ class AgentAdmin(admin.ModelAdmin):
     show_full_result_count = False
     actions = ["mark_offline", "unregister"]
     inlines = [OfferInline]
-    readonly_fields = ["agent_id", "name", "description", "state_badge", "heartbeat", "host", "pid", "version",
-                       "max_concurrency", "health_score", "cpu_load", "in_flight", "calls_completed", "calls_failed",
-                       "avg_response_time_ms", "registered_at", "last_heartbeat_at", "state_changed_at",
-                       "unregistered_at", "tag_list", "pretty_metadata", "recent_events"]
+    readonly_fields = [
+        "agent_id",
+        "name",
+        "description",
+        "state_badge",
+        "heartbeat",
+        "host",
+        "pid",
+        "version",
+        "max_concurrency",
+        "health_score",
+        "cpu_load",
+        "in_flight",
+        "calls_completed",
+        "calls_failed",
+        "avg_response_time_ms",
+        "registered_at",
+        "last_heartbeat_at",
+        "state_changed_at",
+        "unregistered_at",
+        "tag_list",
+        "pretty_metadata",
+        "recent_events",
+    ]
     fieldsets = [
         (None, {"fields": ["agent_id", "name", "description", "state_badge", "tag_list"]}),
-        ("Liveness and load", {"fields": ["heartbeat", "last_heartbeat_at", "state_changed_at", "health_score",
-                                          "cpu_load", "in_flight", "max_concurrency"]}),
+        (
+            "Liveness and load",
+            {
+                "fields": [
+                    "heartbeat",
+                    "last_heartbeat_at",
+                    "state_changed_at",
+                    "health_score",
+                    "cpu_load",
+                    "in_flight",
+                    "max_concurrency",
+                ]
+            },
+        ),
         ("Counters", {"fields": ["calls_completed", "calls_failed", "avg_response_time_ms"]}),
         ("Process", {"fields": ["host", "pid", "version", "registered_at", "unregistered_at", "pretty_metadata"]}),
         ("History", {"fields": ["recent_events"]}),
@@ -144,9 +187,12 @@ class AgentAdmin(admin.ModelAdmin):
     @admin.display(description="capabilities")
     def capability_list(self, agent: Agent) -> str:
         return format_html_join(
-            ", ", '<a href="{}">{}</a>',
-            ((reverse("admin:agents_capability_change", args=[o.capability.pk]), o.capability.name)
-             for o in agent.offers.all()),
+            ", ",
+            '<a href="{}">{}</a>',
+            (
+                (reverse("admin:agents_capability_change", args=[o.capability.pk]), o.capability.name)
+                for o in agent.offers.all()
+            ),
         )
 
     @admin.display(description="tags")
@@ -162,9 +208,12 @@ class AgentAdmin(admin.ModelAdmin):
         events = agent.events.all()[:20]
         url = reverse("admin:agents_agentevent_changelist") + f"?agent__agent_id={agent.agent_id}"
         rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{} → {}</td></tr>",
-            ((e.at.strftime("%Y-%m-%d %H:%M:%S"), e.get_kind_display(), e.from_state or "–", e.to_state or "–")
-             for e in events),
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{} → {}</td></tr>",
+            (
+                (e.at.strftime("%Y-%m-%d %H:%M:%S"), e.get_kind_display(), e.from_state or "–", e.to_state or "–")
+                for e in events
+            ),
         )
         return format_html('<table>{}</table><a href="{}">all events</a>', rows, url)
 
@@ -183,14 +232,21 @@ class AgentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark selected agents offline")
     def mark_offline(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        self._run(request, queryset,
-                  lambda a: services.change_state(agent_id=a, state=AgentState.OFFLINE, reason=f"admin {request.user}"),
-                  "Marked offline")
+        self._run(
+            request,
+            queryset,
+            lambda a: services.change_state(agent_id=a, state=AgentState.OFFLINE, reason=f"admin {request.user}"),
+            "Marked offline",
+        )
 
     @admin.action(description="Unregister selected agents")
     def unregister(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        self._run(request, queryset, lambda a: services.unregister_agent(agent_id=a, reason=f"admin {request.user}"),
-                  "Unregistered")
+        self._run(
+            request,
+            queryset,
+            lambda a: services.unregister_agent(agent_id=a, reason=f"admin {request.user}"),
+            "Unregistered",
+        )
 
 
 class CapabilityForm(forms.ModelForm):
@@ -213,7 +269,14 @@ class CapabilityAdmin(admin.ModelAdmin):
     form = CapabilityForm
     list_display = ["name", "description", "live_agents", "lowest_cost", "updated_at"]
     search_fields = ["name", "description"]
-    readonly_fields = ["pretty_input_schema", "pretty_output_schema", "live_agents", "lowest_cost", "created_at", "updated_at"]
+    readonly_fields = [
+        "pretty_input_schema",
+        "pretty_output_schema",
+        "live_agents",
+        "lowest_cost",
+        "created_at",
+        "updated_at",
+    ]
 
     def get_queryset(self, request):
         return selectors.capabilities_with_stats(super().get_queryset(request))
@@ -264,8 +327,9 @@ class AgentEventAdmin(admin.ModelAdmin):
 
     @admin.display(description="agent", ordering="agent__agent_id")
     def agent_link(self, event: AgentEvent) -> str:
-        return format_html('<a href="{}">{}</a>', reverse("admin:agents_agent_change", args=[event.agent_id]),
-                           event.agent.agent_id)
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:agents_agent_change", args=[event.agent_id]), event.agent.agent_id
+        )
 
     @admin.display(description="state")
     def transition(self, event: AgentEvent) -> str:

@@ -1,4 +1,5 @@
 """Registry API: thin views that validate, call a service or selector, and shape the answer."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet
@@ -55,8 +56,11 @@ class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         # Discovery filters apply to the list; a detail shows any agent, unregistered too.
         return super().filter_queryset(queryset) if self.action == "list" else queryset
 
-    @extend_schema(request=AgentRegistrationSerializer, responses={201: RegisteredAgentSerializer, 200: RegisteredAgentSerializer},
-                   summary="Register (201) or re-register (200) an agent; returns its token once")
+    @extend_schema(
+        request=AgentRegistrationSerializer,
+        responses={201: RegisteredAgentSerializer, 200: RegisteredAgentSerializer},
+        summary="Register (201) or re-register (200) an agent; returns its token once",
+    )
     def create(self, request: Request) -> Response:
         serializer = AgentRegistrationSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -72,7 +76,11 @@ class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         services.unregister_agent(agent_id=agent_id, reason=f"by {request.user}")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=HeartbeatSerializer, responses=HeartbeatResultSerializer, summary="Heartbeat (the agent itself, or staff)")
+    @extend_schema(
+        request=HeartbeatSerializer,
+        responses=HeartbeatResultSerializer,
+        summary="Heartbeat (the agent itself, or staff)",
+    )
     @action(detail=True, methods=["post"])
     def heartbeat(self, request: Request, agent_id: str) -> Response:
         serializer = HeartbeatSerializer(data=request.data)

@@ -1,4 +1,5 @@
 """Agent tokens: ``Authorization: Agent <token>``. Only the token's sha256 is stored."""
+
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension

@@ -1,4 +1,5 @@
 """Query parameters of discovery and history; the filtering itself is the selectors'."""
+
 from __future__ import annotations
 
 import django_filters
@@ -16,9 +17,7 @@ class AgentDiscoveryFilter(django_filters.FilterSet):
     state = django_filters.ChoiceFilter(choices=AgentState.choices, method="_noop")
     min_health = django_filters.NumberFilter(method="_noop")
     max_cpu_load = django_filters.NumberFilter(method="_noop")
-    available = django_filters.BooleanFilter(
-        method="_noop", help_text="true: not offline and below max concurrency."
-    )
+    available = django_filters.BooleanFilter(method="_noop", help_text="true: not offline and below max concurrency.")
     include_unregistered = django_filters.BooleanFilter(method="_noop")
 
     def _noop(self, queryset: QuerySet, name: str, value: object) -> QuerySet:

@@ -1,4 +1,5 @@
 """The registry's state: agents, capabilities (shared contracts), who offers what, and history."""
+
 from __future__ import annotations
 
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -90,16 +91,23 @@ class Agent(models.Model):
         indexes = [
             # Discovery: registered agents in the seed's order (health desc, load asc).
             models.Index(
-                "state", models.F("health_score").desc(), "cpu_load",
-                name="agent_discovery_idx", condition=Q(unregistered_at__isnull=True),
+                "state",
+                models.F("health_score").desc(),
+                "cpu_load",
+                name="agent_discovery_idx",
+                condition=Q(unregistered_at__isnull=True),
             ),
             models.Index(
-                models.F("health_score").desc(), "cpu_load", "agent_id",
-                name="agent_order_idx", condition=Q(unregistered_at__isnull=True),
+                models.F("health_score").desc(),
+                "cpu_load",
+                "agent_id",
+                name="agent_order_idx",
+                condition=Q(unregistered_at__isnull=True),
             ),
             # The stale sweep: registered agents not yet offline, by heartbeat age.
             models.Index(
-                fields=["last_heartbeat_at"], name="agent_heartbeat_idx",
+                fields=["last_heartbeat_at"],
+                name="agent_heartbeat_idx",
                 condition=Q(unregistered_at__isnull=True) & ~Q(state="offline"),
             ),
             models.Index(fields=["unregistered_at"], name="agent_unregistered_idx"),

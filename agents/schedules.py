@@ -4,6 +4,7 @@
 ``manage.py setup_periodic_tasks``. It creates what is missing and leaves
 what exists alone, so an operator's retuning in the admin survives.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """JSON Schema checks for capability contracts (pure functions)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,8 +1,10 @@
 """Reads of the registry used by the API, the admin, the SDK and benchmarks."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from django.db.models import Avg, Count, Exists, F, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -76,9 +78,7 @@ def registry_stats() -> dict[str, Any]:
     by_state.update(dict(registered.values_list("state").annotate(n=Count("id")).order_by()))
     live = registered.exclude(state=AgentState.OFFLINE)
     averages = live.aggregate(avg_health=Avg("health_score"), avg_cpu_load=Avg("cpu_load"))
-    per_capability = dict(
-        capabilities_with_stats().filter(live_agents__gt=0).values_list("name", "live_agents")
-    )
+    per_capability = dict(capabilities_with_stats().filter(live_agents__gt=0).values_list("name", "live_agents"))
     minute_ago = timezone.now() - timedelta(minutes=1)
     return {
         "total_agents": sum(by_state.values()),

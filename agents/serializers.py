@@ -1,4 +1,5 @@
 """Shapes of the registry API. Validation of form only; state rules live in services."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -86,10 +87,29 @@ class AgentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Agent
         fields = [
-            "agent_id", "name", "description", "state", "available", "capabilities", "tags", "metadata",
-            "host", "pid", "version", "max_concurrency", "health_score", "cpu_load", "in_flight",
-            "calls_completed", "calls_failed", "avg_response_time_ms", "registered_at", "last_heartbeat_at",
-            "heartbeat_age_seconds", "state_changed_at", "unregistered_at",
+            "agent_id",
+            "name",
+            "description",
+            "state",
+            "available",
+            "capabilities",
+            "tags",
+            "metadata",
+            "host",
+            "pid",
+            "version",
+            "max_concurrency",
+            "health_score",
+            "cpu_load",
+            "in_flight",
+            "calls_completed",
+            "calls_failed",
+            "avg_response_time_ms",
+            "registered_at",
+            "last_heartbeat_at",
+            "heartbeat_age_seconds",
+            "state_changed_at",
+            "unregistered_at",
         ]
         read_only_fields = fields
 
@@ -149,8 +169,16 @@ class CapabilitySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Capability
-        fields = ["name", "description", "input_schema", "output_schema", "live_agents", "lowest_cost",
-                  "created_at", "updated_at"]
+        fields = [
+            "name",
+            "description",
+            "input_schema",
+            "output_schema",
+            "live_agents",
+            "lowest_cost",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["created_at", "updated_at"]
 
 

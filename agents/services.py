@@ -5,15 +5,17 @@ one row is locked in one transaction: the Agent row first, then Capability
 rows (by name). The sweep locks agent rows only, with SKIP LOCKED, in
 primary-key order.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -198,7 +200,9 @@ def _locked_registered_agent(agent_id: str) -> Agent:
     if agent is None:
         raise NotFound(f"No agent '{agent_id}'.")
     if agent.unregistered_at is not None:
-        raise Conflict(f"Agent '{agent_id}' is unregistered (since {agent.unregistered_at.isoformat()}); register it again.")
+        raise Conflict(
+            f"Agent '{agent_id}' is unregistered (since {agent.unregistered_at.isoformat()}); register it again."
+        )
     return agent
 
 
@@ -242,7 +246,9 @@ def heartbeat(
             .update(**figures)
         )
         if updated:
-            return HeartbeatResult(agent_id, _current_state(agent_id), False, now + timedelta(seconds=interval), interval)
+            return HeartbeatResult(
+                agent_id, _current_state(agent_id), False, now + timedelta(seconds=interval), interval
+            )
     with transaction.atomic():
         agent = _locked_registered_agent(agent_id)
         revived = agent.state == AgentState.OFFLINE
@@ -250,11 +256,17 @@ def heartbeat(
         if not agent.can_move_to(target):
             raise Conflict(_transition_refusal(agent, target))
         if revived:
-            _record_state_change(agent, to_state=target, kind=AgentEventKind.REVIVED, now=now,
-                                 details={"offline_since": agent.state_changed_at.isoformat()})
+            _record_state_change(
+                agent,
+                to_state=target,
+                kind=AgentEventKind.REVIVED,
+                now=now,
+                details={"offline_since": agent.state_changed_at.isoformat()},
+            )
         elif target != agent.state:
-            _record_state_change(agent, to_state=target, kind=AgentEventKind.STATE_CHANGED, now=now,
-                                 details={"via": "heartbeat"})
+            _record_state_change(
+                agent, to_state=target, kind=AgentEventKind.STATE_CHANGED, now=now, details={"via": "heartbeat"}
+            )
         for field, value in figures.items():
             setattr(agent, field, value)
         agent.save(update_fields=[*figures, "state", "state_changed_at"])
@@ -267,7 +279,9 @@ def _current_state(agent_id: str) -> str:
     return Agent.objects.filter(agent_id=agent_id).values_list("state", flat=True).first() or ""
 
 
-def _check_figures(*, cpu_load: float | None, health_score: float | None, in_flight: int | None, state: str | None) -> None:
+def _check_figures(
+    *, cpu_load: float | None, health_score: float | None, in_flight: int | None, state: str | None
+) -> None:
     errors: dict[str, list[str]] = {}
     for field, value in (("cpu_load", cpu_load), ("health_score", health_score)):
         if value is not None and not 0.0 <= value <= 1.0:
@@ -295,8 +309,13 @@ def change_state(*, agent_id: str, state: str, reason: str = "") -> Agent:
             return agent
         if not agent.can_move_to(state):
             raise Conflict(_transition_refusal(agent, state))
-        _record_state_change(agent, to_state=state, kind=AgentEventKind.STATE_CHANGED, now=now,
-                             details={"reason": reason} if reason else {})
+        _record_state_change(
+            agent,
+            to_state=state,
+            kind=AgentEventKind.STATE_CHANGED,
+            now=now,
+            details={"reason": reason} if reason else {},
+        )
         agent.save(update_fields=["state", "state_changed_at"])
     logger.info("event=agent_state_changed agent_id=%s state=%s", agent_id, state)
     return agent
@@ -307,8 +326,14 @@ def unregister_agent(*, agent_id: str, reason: str = "") -> Agent:
     now = timezone.now()
     with transaction.atomic():
         agent = _locked_registered_agent(agent_id)
-        AgentEvent.objects.create(agent=agent, kind=AgentEventKind.UNREGISTERED, at=now, from_state=agent.state,
-                                  to_state=AgentState.OFFLINE, details={"reason": reason} if reason else {})
+        AgentEvent.objects.create(
+            agent=agent,
+            kind=AgentEventKind.UNREGISTERED,
+            at=now,
+            from_state=agent.state,
+            to_state=AgentState.OFFLINE,
+            details={"reason": reason} if reason else {},
+        )
         agent.state = AgentState.OFFLINE
         agent.state_changed_at = now
         agent.unregistered_at = now
@@ -365,7 +390,13 @@ def _insert_offline_events(ids: list[int], *, now: datetime, details: str) -> No
         f"WHERE {qn('id')} IN ({placeholders})"
     )
     field = AgentEvent._meta.get_field("at")
-    params = [AgentEventKind.WENT_OFFLINE.value, field.get_db_prep_value(now, connection), AgentState.OFFLINE.value, details, *ids]
+    params = [
+        AgentEventKind.WENT_OFFLINE.value,
+        field.get_db_prep_value(now, connection),
+        AgentState.OFFLINE.value,
+        details,
+        *ids,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
@@ -402,7 +433,9 @@ def _delete_in_batches(queryset, batch_size: int) -> int:
         total += len(ids)
 
 
-def create_capability(*, name: str, description: str = "", input_schema: Any = None, output_schema: Any = None) -> Capability:
+def create_capability(
+    *, name: str, description: str = "", input_schema: Any = None, output_schema: Any = None
+) -> Capability:
     """Create a capability contract (staff). Conflict if the name is taken."""
     _check_contract(name, input_schema, output_schema)
     try:
@@ -447,7 +480,9 @@ def delete_capability(*, name: str) -> None:
             capability.offers.filter(agent__unregistered_at__isnull=True).values_list("agent__agent_id", flat=True)[:5]
         )
         if offerers:
-            raise Conflict(f"capability '{name}' is offered by registered agents ({', '.join(offerers)}); unregister them first.")
+            raise Conflict(
+                f"capability '{name}' is offered by registered agents ({', '.join(offerers)}); unregister them first."
+            )
         capability.delete()
 
 

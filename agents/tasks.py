@@ -1,4 +1,5 @@
 """Celery entry points of the registry; each only calls a service."""
+
 from celery import shared_task
 
 from agents import services

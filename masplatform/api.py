@@ -1,4 +1,5 @@
 """The API router: each app registers its viewsets here; plus the token endpoint."""
+
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -15,7 +16,9 @@ class ObtainTokenView(ObtainAuthToken):
     authentication_classes: list = []
 
     @extend_schema(
-        request=inline_serializer("TokenRequest", {"username": serializers.CharField(), "password": serializers.CharField()}),
+        request=inline_serializer(
+            "TokenRequest", {"username": serializers.CharField(), "password": serializers.CharField()}
+        ),
         responses=inline_serializer("TokenResponse", {"token": serializers.CharField()}),
         tags=["auth"],
     )

@@ -4,6 +4,7 @@ Every setting comes from Django settings under the ``CELERY_`` namespace
 (JSON only, acks_late, reject_on_worker_lost, prefetch 1, UTC, the
 django-celery-beat DatabaseScheduler).
 """
+
 from __future__ import annotations
 
 import os

@@ -13,6 +13,7 @@ start``), detaches, and lives under ``var/broker`` with an append-only file,
 so queued messages survive a restart of the broker. ``manage.py broker
 stop`` stops it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -89,16 +90,26 @@ def ensure_running(var_dir: Path, timeout: float = 10.0) -> bool:
         subprocess.run(
             [
                 redis_server_executable(),
-                "--port", "0",
-                "--unixsocket", str(sock),
-                "--unixsocketperm", "700",
-                "--daemonize", "yes",
-                "--pidfile", str(directory / "redis.pid"),
-                "--logfile", str(directory / "redis.log"),
-                "--dir", str(directory),
-                "--save", "",
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
+                "--port",
+                "0",
+                "--unixsocket",
+                str(sock),
+                "--unixsocketperm",
+                "700",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(directory / "redis.pid"),
+                "--logfile",
+                str(directory / "redis.log"),
+                "--dir",
+                str(directory),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
             ],
             check=True,
             stdout=subprocess.DEVNULL,

@@ -1,4 +1,5 @@
 """Tiny helpers that read settings from the environment (and an optional .env file)."""
+
 from __future__ import annotations
 
 import os

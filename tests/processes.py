@@ -1,4 +1,5 @@
 """Real Celery worker and beat processes for integration tests, on the run's database and broker."""
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,9 @@ class Proc:
         self.name = name
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self._log = open(self.log_path, "w")
-        self.popen = subprocess.Popen(args, env=env, cwd=settings.BASE_DIR, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = subprocess.Popen(
+            args, env=env, cwd=settings.BASE_DIR, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -80,18 +82,55 @@ class Processes:
 
     def worker(self, *, queues: str = "celery", **env: str) -> Proc:
         name = f"w{uuid.uuid4().hex[:6]}"
-        proc = Proc("worker", [sys.executable, "-m", "celery", "-A", "masplatform", "worker", "-l", "INFO",
-                               "-P", "solo", "-Q", queues, "-n", f"{name}@%h", "--without-gossip",
-                               "--without-mingle"], process_env(**env), self.log_dir)
+        proc = Proc(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "masplatform",
+                "worker",
+                "-l",
+                "INFO",
+                "-P",
+                "solo",
+                "-Q",
+                queues,
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            process_env(**env),
+            self.log_dir,
+        )
         self.started.append(proc)
         proc.wait_for(" ready.", timeout=60)
         return proc
 
     def beat(self, **env: str) -> Proc:
-        proc = Proc("beat", [sys.executable, "-m", "celery", "-A", "masplatform", "beat", "-l", "INFO",
-                             "-S", "django", "--max-interval", "1",
-                             "--pidfile", str(self.log_dir / f"beat-{uuid.uuid4().hex[:6]}.pid")],
-                    process_env(**env), self.log_dir)
+        proc = Proc(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "masplatform",
+                "beat",
+                "-l",
+                "INFO",
+                "-S",
+                "django",
+                "--max-interval",
+                "1",
+                "--pidfile",
+                str(self.log_dir / f"beat-{uuid.uuid4().hex[:6]}.pid"),
+            ],
+            process_env(**env),
+            self.log_dir,
+        )
         self.started.append(proc)
         proc.wait_for("beat: Starting", timeout=60)
         return proc

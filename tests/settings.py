@@ -5,6 +5,7 @@ platform itself: nothing set is the embedded default (SQLite + embedded
 Redis); ``make test`` runs a second pass with ``MASP_TEST_STACK=services``,
 which points at PostgreSQL and Redis (see tests/stack.py).
 """
+
 import os
 from pathlib import Path
 

@@ -10,6 +10,7 @@ When a server of the chosen stack cannot be reached, every test of the run
 is skipped and the summary says why, unless ``MASP_REQUIRE_SERVICES=1``,
 where the run fails.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Project-wide behaviour: JSON errors under /api/, settings from the environment."""
+
 from __future__ import annotations
 
 import os
@@ -53,11 +54,19 @@ def test_env_helpers_parse_and_refuse_nonsense(monkeypatch):
 
 
 def _settings_in_subprocess(env: dict[str, str]) -> subprocess.CompletedProcess:
-    code = "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='masplatform.settings'; django.setup(); " \
-           "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL)"
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='masplatform.settings'; django.setup(); "
+        "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL)"
+    )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
-    return subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
-                          cwd=settings.BASE_DIR, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        cwd=settings.BASE_DIR,
+        timeout=60,
+    )
 
 
 def test_without_a_secret_key_production_settings_refuse_to_start(tmp_path):
@@ -70,7 +79,12 @@ def test_defaults_are_sqlite_and_the_embedded_broker_and_urls_switch_them(tmp_pa
     result = _settings_in_subprocess({"MASP_VAR_DIR": str(tmp_path), "MASP_DEBUG": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["django.db.backends.sqlite3", f"redis+socket://{tmp_path}/broker/redis.sock"]
-    result = _settings_in_subprocess({"MASP_VAR_DIR": str(tmp_path), "MASP_SECRET_KEY": "k" * 50,
-                                      "MASP_DATABASE_URL": "postgres://u@db:5432/masp",
-                                      "MASP_BROKER_URL": "amqp://guest:guest@mq:5672//"})
+    result = _settings_in_subprocess(
+        {
+            "MASP_VAR_DIR": str(tmp_path),
+            "MASP_SECRET_KEY": "k" * 50,
+            "MASP_DATABASE_URL": "postgres://u@db:5432/masp",
+            "MASP_BROKER_URL": "amqp://guest:guest@mq:5672//",
+        }
+    )
     assert result.stdout.split() == ["django.db.backends.postgresql", "amqp://guest:guest@mq:5672//"]

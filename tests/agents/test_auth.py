@@ -1,4 +1,5 @@
 """Who may do what, on every registry endpoint: anonymous, user, staff, the agent itself, another agent."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,8 +47,11 @@ def clients(staff_user, plain_user):
 @pytest.mark.parametrize(("method", "path", "body", "expected"), MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
 @pytest.mark.parametrize("who", PRINCIPALS)
 def test_auth_matrix(clients, who, method, path, body, expected):
-    response = getattr(clients[who], method)(path, body, format="json") if body is not None else \
-        getattr(clients[who], method)(path)
+    response = (
+        getattr(clients[who], method)(path, body, format="json")
+        if body is not None
+        else getattr(clients[who], method)(path)
+    )
     want = expected[PRINCIPALS.index(who)]
     assert response.status_code == want, (who, method, path, response.content)
     if want in (401, 403):
@@ -88,8 +92,15 @@ def test_schema_and_docs_are_anonymous_and_load_nothing_from_a_cdn(client):
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert schema.status_code == 200
     paths = schema.json()["paths"]
-    for path in ["/api/agents/", "/api/agents/{agent_id}/heartbeat/", "/api/agents/{agent_id}/status/",
-                 "/api/agents/stats/", "/api/capabilities/{name}/", "/api/agent-events/", "/api/auth/token/"]:
+    for path in [
+        "/api/agents/",
+        "/api/agents/{agent_id}/heartbeat/",
+        "/api/agents/{agent_id}/status/",
+        "/api/agents/stats/",
+        "/api/capabilities/{name}/",
+        "/api/agent-events/",
+        "/api/auth/token/",
+    ]:
         assert path in paths
     docs = client.get("/api/docs/")
     assert docs.status_code == 200

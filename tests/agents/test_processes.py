@@ -1,4 +1,5 @@
 """Integration: real `celery worker` and `celery beat` processes on this run's database and broker."""
+
 from __future__ import annotations
 
 import time

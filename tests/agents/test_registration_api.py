@@ -1,4 +1,5 @@
 """POST /api/agents/: registration, re-registration, contracts, and bad input that changes nothing."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,20 +11,35 @@ pytestmark = pytest.mark.django_db
 CALC = {
     "name": "calculation",
     "description": "adds and multiplies",
-    "input_schema": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-                     "required": ["a", "b"]},
+    "input_schema": {
+        "type": "object",
+        "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+        "required": ["a", "b"],
+    },
     "output_schema": {"type": "object", "properties": {"sum": {"type": "number"}, "product": {"type": "number"}}},
     "cost": 1.5,
 }
 
 
 def body(agent_id="calc-1", **extra):
-    return {"agent_id": agent_id, "name": "Calculator", "capabilities": [CALC], "tags": ["math", "service"],
-            "metadata": {"region": "local"}, "max_concurrency": 2, **extra}
+    return {
+        "agent_id": agent_id,
+        "name": "Calculator",
+        "capabilities": [CALC],
+        "tags": ["math", "service"],
+        "metadata": {"region": "local"},
+        "max_concurrency": 2,
+        **extra,
+    }
 
 
 def snapshot():
-    return (Agent.objects.count(), Capability.objects.count(), AgentCapability.objects.count(), AgentEvent.objects.count())
+    return (
+        Agent.objects.count(),
+        Capability.objects.count(),
+        AgentCapability.objects.count(),
+        AgentEvent.objects.count(),
+    )
 
 
 def test_register_returns_agent_and_a_token_that_authenticates_it(staff_client, api_client):
@@ -61,7 +77,9 @@ def test_reregister_replaces_capabilities_tags_metadata_and_token(staff_client, 
     api_client.credentials(HTTP_AUTHORIZATION=f"Agent {data['token']}")
     assert api_client.post("/api/agents/calc-1/heartbeat/", {}, format="json").status_code == 200
     assert list(AgentEvent.objects.filter(agent__agent_id="calc-1").values_list("kind", flat=True).order_by("id")) == [
-        "registered", "reregistered"]
+        "registered",
+        "reregistered",
+    ]
 
 
 def test_declaring_a_capability_with_another_contract_is_409_naming_it_and_changes_nothing(staff_client):
@@ -78,7 +96,10 @@ def test_declaring_a_capability_with_another_contract_is_409_naming_it_and_chang
 
 def test_same_contract_is_shared_by_two_agents(staff_client):
     assert staff_client.post("/api/agents/", body("calc-1"), format="json").status_code == 201
-    assert staff_client.post("/api/agents/", body("calc-2", capabilities=[{**CALC, "cost": 3}]), format="json").status_code == 201
+    assert (
+        staff_client.post("/api/agents/", body("calc-2", capabilities=[{**CALC, "cost": 3}]), format="json").status_code
+        == 201
+    )
     cap = staff_client.get("/api/capabilities/calculation/").json()
     assert cap["live_agents"] == 2
     assert cap["lowest_cost"] == 1.5
@@ -89,7 +110,9 @@ def test_a_bad_capability_leaves_nothing_half_registered(staff_client):
     before = snapshot()
     good = {"name": "fresh_cap", "input_schema": {"type": "object"}}
     clash = {**CALC, "output_schema": {"type": "string"}}
-    response = staff_client.post("/api/agents/", body("calc-1", capabilities=[good, clash], tags=["new"]), format="json")
+    response = staff_client.post(
+        "/api/agents/", body("calc-1", capabilities=[good, clash], tags=["new"]), format="json"
+    )
     assert response.status_code == 409
     assert snapshot() == before
     assert not Capability.objects.filter(name="fresh_cap").exists()

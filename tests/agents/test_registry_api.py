@@ -1,4 +1,5 @@
 """Discovery, heartbeats, state changes, unregistering, stats, capabilities and events over the API."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -20,8 +21,13 @@ def ids(response):
 @pytest.fixture
 def fleet():
     AgentFactory(agent_id="data-1", health_score=0.9, cpu_load=0.5, offers={"process_data": 2.0}, tag_names=["data"])
-    AgentFactory(agent_id="data-2", health_score=0.9, cpu_load=0.1, offers={"process_data": 2.5, "process_text": 1},
-                 tag_names=["data", "text"])
+    AgentFactory(
+        agent_id="data-2",
+        health_score=0.9,
+        cpu_load=0.1,
+        offers={"process_data": 2.5, "process_text": 1},
+        tag_names=["data", "text"],
+    )
     AgentFactory(agent_id="image-1", health_score=0.5, cpu_load=0.2, offers={"process_image": 3.0}, tag_names=["image"])
     AgentFactory(agent_id="text-1", health_score=1.0, cpu_load=0.9, offers={"process_text": 1.5}, in_flight=1)
     AgentFactory(agent_id="gone-1", state="offline", offers={"process_data": 0.5})
@@ -60,8 +66,10 @@ def test_discovery_rejects_a_bad_filter_value(user_client, fleet):
 
 def test_detail_and_unknown_agent(user_client, fleet):
     data = user_client.get("/api/agents/data-2/").json()
-    assert data["capabilities"] == [{"name": "process_data", "cost": 2.5}, {"name": "process_text", "cost": 1.0}] or \
-        sorted(c["name"] for c in data["capabilities"]) == ["process_data", "process_text"]
+    assert data["capabilities"] == [
+        {"name": "process_data", "cost": 2.5},
+        {"name": "process_text", "cost": 1.0},
+    ] or sorted(c["name"] for c in data["capabilities"]) == ["process_data", "process_text"]
     assert data["tags"] == ["data", "text"]
     assert user_client.get("/api/agents/unreg-1/").json()["unregistered_at"] is not None
     response = user_client.get("/api/agents/nobody/")
@@ -72,8 +80,9 @@ def test_detail_and_unknown_agent(user_client, fleet):
 def test_heartbeat_records_figures_and_says_when_the_next_is_due(agent_client):
     agent = AgentFactory(agent_id="hb-1", last_heartbeat_at=timezone.now() - timedelta(seconds=20))
     before = timezone.now()
-    response = agent_client(agent).post("/api/agents/hb-1/heartbeat/",
-                                        {"cpu_load": 0.25, "health_score": 0.8, "in_flight": 1}, format="json")
+    response = agent_client(agent).post(
+        "/api/agents/hb-1/heartbeat/", {"cpu_load": 0.25, "health_score": 0.8, "in_flight": 1}, format="json"
+    )
     assert response.status_code == 200, response.content
     data = response.json()
     assert data["state"] == "idle" and data["revived"] is False
@@ -96,8 +105,13 @@ def test_heartbeat_revives_an_agent_the_sweep_took_offline(agent_client):
 
 @pytest.mark.parametrize(
     ("payload", "field"),
-    [({"cpu_load": 1.5}, "cpu_load"), ({"health_score": -0.1}, "health_score"), ({"state": "asleep"}, "state"),
-     ({"in_flight": -1}, "in_flight"), ({"cpu_load": "high"}, "cpu_load")],
+    [
+        ({"cpu_load": 1.5}, "cpu_load"),
+        ({"health_score": -0.1}, "health_score"),
+        ({"state": "asleep"}, "state"),
+        ({"in_flight": -1}, "in_flight"),
+        ({"cpu_load": "high"}, "cpu_load"),
+    ],
 )
 def test_bad_heartbeat_is_400_and_changes_nothing(agent_client, payload, field):
     agent = AgentFactory(agent_id="hb-3", cpu_load=0.3)
@@ -166,16 +180,18 @@ def test_staff_change_a_contract_and_bad_schemas_are_400(staff_client):
     response = staff_client.patch("/api/capabilities/calculation/", {"input_schema": new}, format="json")
     assert response.status_code == 200, response.content
     assert Capability.objects.get(name="calculation").input_schema == new
-    response = staff_client.put("/api/capabilities/calculation/",
-                                {"name": "calculation", "input_schema": {"type": 12}}, format="json")
+    response = staff_client.put(
+        "/api/capabilities/calculation/", {"name": "calculation", "input_schema": {"type": 12}}, format="json"
+    )
     assert response.status_code == 400 and "input_schema" in response.json()
     assert Capability.objects.get(name="calculation").input_schema == new
     assert staff_client.patch("/api/capabilities/nothing/", {"description": "x"}, format="json").status_code == 404
 
 
 def test_create_and_delete_capability(staff_client):
-    response = staff_client.post("/api/capabilities/", {"name": "summarise", "input_schema": {"type": "object"}},
-                                 format="json")
+    response = staff_client.post(
+        "/api/capabilities/", {"name": "summarise", "input_schema": {"type": "object"}}, format="json"
+    )
     assert response.status_code == 201, response.content
     assert response.json()["live_agents"] == 0
     assert staff_client.post("/api/capabilities/", {"name": "summarise"}, format="json").status_code == 409
@@ -193,7 +209,9 @@ def test_agent_events_filters(user_client, agent_client):
     agent_client(a).delete("/api/agents/ev-1/")
     rows = user_client.get("/api/agent-events/?agent=ev-1").json()["results"]
     assert [r["kind"] for r in rows] == ["unregistered", "state_changed"]
-    assert [r["kind"] for r in user_client.get("/api/agent-events/?kind=unregistered").json()["results"]] == ["unregistered"]
+    assert [r["kind"] for r in user_client.get("/api/agent-events/?kind=unregistered").json()["results"]] == [
+        "unregistered"
+    ]
     future = (timezone.now() + timedelta(minutes=1)).isoformat()
     assert user_client.get("/api/agent-events/", {"since": future}).json()["results"] == []
     assert user_client.get("/api/agent-events/?since=yesterday").status_code == 400

@@ -1,4 +1,5 @@
 """Registry services against the real database: sweeps, purges and races."""
+
 from __future__ import annotations
 
 import threading
@@ -25,7 +26,7 @@ def run_together(*calls):
         try:
             barrier.wait()
             results[i] = call()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
@@ -43,9 +44,18 @@ def run_together(*calls):
 def make_stale(n: int, prefix: str = "stale") -> None:
     old = timezone.now() - timedelta(hours=1)
     Agent.objects.bulk_create(
-        [Agent(agent_id=f"{prefix}-{i}", name=f"{prefix} {i}", registered_at=old, last_heartbeat_at=old,
-               state_changed_at=old, token_hash=f"{prefix}-{i}".ljust(64, "x"), state="busy" if i % 2 else "idle")
-         for i in range(n)]
+        [
+            Agent(
+                agent_id=f"{prefix}-{i}",
+                name=f"{prefix} {i}",
+                registered_at=old,
+                last_heartbeat_at=old,
+                state_changed_at=old,
+                token_hash=f"{prefix}-{i}".ljust(64, "x"),
+                state="busy" if i % 2 else "idle",
+            )
+            for i in range(n)
+        ]
     )
 
 
@@ -57,7 +67,9 @@ def test_sweep_takes_only_stale_registered_live_agents_offline_with_one_event_ea
     AgentFactory(agent_id="unregistered", stale=True, unregistered_at=timezone.now())
     assert services.sweep_stale_agents(batch_size=3) == 7
     assert set(Agent.objects.filter(state="offline").values_list("agent_id", flat=True)) == {
-        *(f"stale-{i}" for i in range(7)), "already-off"}
+        *(f"stale-{i}" for i in range(7)),
+        "already-off",
+    }
     assert not AgentEvent.objects.filter(agent__agent_id__in=["unregistered", "already-off"]).exists()
     assert Agent.objects.get(agent_id="fresh").state == "idle"
     events = AgentEvent.objects.filter(kind="went_offline")
@@ -79,8 +91,9 @@ def test_sweep_respects_the_timeout():
 @pytest.mark.django_db(transaction=True)
 def test_two_sweeps_at_once_mark_each_agent_offline_once():
     make_stale(400)
-    counts = run_together(lambda: services.sweep_stale_agents(batch_size=25),
-                          lambda: services.sweep_stale_agents(batch_size=25))
+    counts = run_together(
+        lambda: services.sweep_stale_agents(batch_size=25), lambda: services.sweep_stale_agents(batch_size=25)
+    )
     assert sum(counts) == 400
     assert AgentEvent.objects.filter(kind="went_offline").count() == 400
     assert Agent.objects.exclude(state="offline").count() == 0

@@ -1,0 +1,40 @@
+# masplatform: `make demo`, `make test`, `make run`. Only Python 3.11+ is needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Local use runs with DEBUG on (a built-in development secret key); production sets MASP_SECRET_KEY.
+export MASP_DEBUG ?= 1
+
+.PHONY: demo test run setup lint bench clean
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+setup: $(STAMP)
+	$(PY) manage.py migrate --noinput -v 0
+	$(PY) manage.py collectstatic --noinput -v 0
+
+demo: setup
+	$(PY) manage.py demo $(ARGS)
+
+# The same suite twice: on the embedded default, then on PostgreSQL + Redis
+# (skipped when those are unreachable, unless MASP_REQUIRE_SERVICES=1).
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+	MASP_TEST_STACK=services $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+run: setup
+	$(PY) manage.py runplatform $(ARGS)
+
+bench: setup
+	$(PY) bench/registry.py $(ARGS)
+
+clean:
+	-$(PY) manage.py broker stop
+	rm -rf var $(VENV)

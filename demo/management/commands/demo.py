@@ -1,0 +1,135 @@
+"""make demo: start the platform on this machine and run the seed's scenarios through its API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from demo import registry_scenario
+from demo.client import Api
+from masplatform import embedded_broker
+from masplatform.procs import ProcessGroup, beat_args, web_args, worker_args
+
+HEARTBEAT_INTERVAL = 2.0
+STALE_TIMEOUT = 6.0
+SWEEP_TASK = "agents.tasks.sweep_stale_agents"
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise CommandError("no free TCP port on 127.0.0.1")
+
+
+class Command(BaseCommand):
+    help = "Run the platform (web, worker, beat) and the seed's scenarios end to end, then print where to look."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--serve", action="store_true", help="keep serving after the scenarios until Ctrl-C")
+        parser.add_argument("--port", type=int, default=int(os.environ.get("MASP_DEMO_PORT", "8000")))
+
+    def say(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def handle(self, *args, serve: bool, port: int, **options):
+        started_broker = False
+        if settings.CELERY_BROKER_URL == settings.EMBEDDED_BROKER_URL:
+            started_broker = embedded_broker.ensure_running(settings.VAR_DIR)
+        password = os.environ.get("MASP_DEMO_PASSWORD", "admin")
+        login = self.ensure_admin(password)
+        restore = self.tune_sweep(every=1)
+        port = free_port(port)
+        base = f"http://127.0.0.1:{port}"
+        log_dir = settings.VAR_DIR / "demo"
+        group = ProcessGroup(
+            log_dir=log_dir,
+            env={
+                "MASP_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
+                "MASP_STALE_TIMEOUT": str(STALE_TIMEOUT),
+                "MASP_DEBUG": os.environ.get("MASP_DEBUG", "1"),
+            },
+        )
+        try:
+            self.say("masplatform demo")
+            self.say(
+                f"  database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}"
+                f" {settings.DATABASES['default']['NAME']}"
+            )
+            self.say(f"  broker   {settings.CELERY_BROKER_URL}")
+            self.say(f"  starting web ({base}), a Celery worker and beat; logs in {log_dir}/")
+            web = group.start("web", web_args(f"127.0.0.1:{port}"))
+            worker = group.start("worker", worker_args(name="demo"))
+            beat = group.start("beat", beat_args(log_dir / "beat.pid"))
+            self.wait_for_web(base, web, group)
+            group.wait_for_log(worker, " ready.")
+            group.wait_for_log(beat, "beat: Starting")
+            self.say("  all three are up")
+            token = Api(base).post("/api/auth/token/", {"username": login, "password": password})["token"]
+            api = Api(base, f"Token {token}")
+            registry_scenario.run(api, self.say, stale_timeout=STALE_TIMEOUT)
+            self.say("\n== Where to look")
+            self.say(f"  admin     {base}/admin/   (login: {login} / {password})")
+            self.say(f"  API docs  {base}/api/docs/   (schema: {base}/api/schema/)")
+            self.say(f"  agents    {base}/admin/agents/agent/   events: {base}/admin/agents/agentevent/")
+            self.say(f"  logs      {log_dir}/web.log, worker.log, beat.log")
+            if serve:
+                self.say("\nServing until Ctrl-C (agents stop heartbeating now, so the sweep will take them offline).")
+                group.supervise()
+            else:
+                self.say("\nDone. `make demo ARGS=--serve` keeps it serving; `make run` runs the platform.")
+        finally:
+            group.stop_all()
+            restore()
+            if started_broker:
+                embedded_broker.stop(settings.VAR_DIR)
+
+    def ensure_admin(self, password: str) -> str:
+        User = get_user_model()
+        user = User.objects.filter(username="admin").first()
+        if user is None:
+            User.objects.create_superuser("admin", "admin@localhost", password)
+            self.say("  created superuser admin (demo only; change the password for anything else)")
+        elif not user.check_password(password):
+            raise CommandError("user 'admin' exists with another password; set MASP_DEMO_PASSWORD to it")
+        return "admin"
+
+    def tune_sweep(self, *, every: int):
+        """Sweep every second for the demo; returns a function that puts the operator's schedule back."""
+        task = PeriodicTask.objects.filter(task=SWEEP_TASK).select_related("interval").first()
+        if task is None:
+            raise CommandError("the stale-agent sweep is not scheduled; run `python manage.py migrate`")
+        previous = task.interval
+        task.interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
+        task.save()
+
+        def restore() -> None:
+            task.interval = previous
+            task.save()
+
+        return restore
+
+    def wait_for_web(self, base: str, web, group: ProcessGroup, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not web.alive():
+                raise CommandError(f"the web server exited; see {web.log_path}:\n{web.log_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/schema/", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise CommandError(f"the web server did not answer within {timeout}s; see {web.log_path}")

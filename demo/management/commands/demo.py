@@ -48,6 +48,7 @@ class Command(BaseCommand):
         started_broker = False
         if settings.CELERY_BROKER_URL == settings.EMBEDDED_BROKER_URL:
             started_broker = embedded_broker.ensure_running(settings.VAR_DIR)
+        self.say("masplatform demo")
         password = os.environ.get("MASP_DEMO_PASSWORD", "admin")
         login = self.ensure_admin(password)
         restore = self.tune_sweep(every=1)
@@ -63,7 +64,6 @@ class Command(BaseCommand):
             },
         )
         try:
-            self.say("masplatform demo")
             self.say(
                 f"  database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}"
                 f" {settings.DATABASES['default']['NAME']}"
@@ -80,7 +80,7 @@ class Command(BaseCommand):
             token = Api(base).post("/api/auth/token/", {"username": login, "password": password})["token"]
             api = Api(base, f"Token {token}")
             registry_scenario.run(api, self.say, stale_timeout=STALE_TIMEOUT)
-            self.say("\n== Where to look")
+            self.say("\n== Where to look" + ("" if serve else " (while the platform runs: make run, or make demo ARGS=--serve)"))
             self.say(f"  admin     {base}/admin/   (login: {login} / {password})")
             self.say(f"  API docs  {base}/api/docs/   (schema: {base}/api/schema/)")
             self.say(f"  agents    {base}/admin/agents/agent/   events: {base}/admin/agents/agentevent/")

@@ -1,0 +1,37 @@
+"""`make demo` end to end: the real command, in its own var/ folder, on the embedded default."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from masplatform import embedded_broker
+from tests import stack
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(stack.stack() != "embedded", reason="the demo runs on the embedded default"),
+]
+
+
+def test_demo_runs_the_registry_scenario_and_cleans_up(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
+    env.update(MASP_DEBUG="1", MASP_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="masplatform.settings")
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env,
+                              capture_output=True, text=True, timeout=240)
+
+    assert manage("migrate", "-v", "0").returncode == 0
+    result = manage("demo", "--port", "0")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "HTTP 409: capability 'validation' already exists with another contract" in out
+    assert "image_agent_5: offline" in out
+    assert "event: went_offline idle -> offline" in out
+    assert "revived=True state=idle" in out
+    assert "/admin/   (login: admin / admin)" in out and "/api/docs/" in out
+    assert not embedded_broker.is_running(tmp_path)  # the demo stops what it started

@@ -27,6 +27,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(marker)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_embedded_broker_left_running():
+    """Whatever started the test run's embedded broker (Celery does so on first use), stop it at the end."""
+    yield
+    from masplatform import embedded_broker
+
+    embedded_broker.stop(settings.VAR_DIR)
+
+
 @pytest.fixture(scope="session")
 def broker_url(django_db_setup) -> str:
     """The run's broker, up and empty; cleaned up at the end of the session."""

@@ -9,8 +9,11 @@ from typing import Any
 from django.db.models import Avg, Count, Exists, F, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from agents.models import Agent, AgentCapability, AgentState, Capability
+from agents.models import Agent, AgentCapability, AgentState, Capability, Tag
 
+# Health bands of the stats (the seed's healthy / degraded / unhealthy), on the 0-1 health score.
+HEALTHY = 0.8
+DEGRADED = 0.5
 LIVE = Q(unregistered_at__isnull=True) & ~Q(state=AgentState.OFFLINE)
 
 
@@ -28,7 +31,6 @@ def discover_agents(
     max_cpu_load: float | None = None,
     available: bool | None = None,
     include_unregistered: bool = False,
-    **_: Any,
 ) -> QuerySet[Agent]:
     """Agents matching every criterion, best first (health descending, then load ascending).
 
@@ -72,13 +74,21 @@ def capabilities_with_stats(queryset: QuerySet[Capability] | None = None) -> Que
 
 
 def registry_stats() -> dict[str, Any]:
-    """The seed's registry stats: totals by state, live agents per capability, averages, recent heartbeats."""
+    """The seed's registry stats: totals by state, live agents per capability and tag and by health band
+    (healthy >= 0.8 > degraded >= 0.5 > unhealthy), averages of live agents, and how many live
+    agents heartbeated in the last minute."""
     registered = Agent.objects.filter(unregistered_at__isnull=True)
     by_state = dict.fromkeys(AgentState.values, 0)
     by_state.update(dict(registered.values_list("state").annotate(n=Count("id")).order_by()))
     live = registered.exclude(state=AgentState.OFFLINE)
     averages = live.aggregate(avg_health=Avg("health_score"), avg_cpu_load=Avg("cpu_load"))
     per_capability = dict(capabilities_with_stats().filter(live_agents__gt=0).values_list("name", "live_agents"))
+    per_tag = dict(Tag.objects.filter(agents__in=live).values_list("name").annotate(n=Count("agents")).order_by("name"))
+    bands = live.aggregate(
+        healthy=Count("id", filter=Q(health_score__gte=HEALTHY)),
+        degraded=Count("id", filter=Q(health_score__gte=DEGRADED, health_score__lt=HEALTHY)),
+        unhealthy=Count("id", filter=Q(health_score__lt=DEGRADED)),
+    )
     minute_ago = timezone.now() - timedelta(minutes=1)
     return {
         "total_agents": sum(by_state.values()),
@@ -87,6 +97,8 @@ def registry_stats() -> dict[str, Any]:
         "unregistered_agents": Agent.objects.filter(unregistered_at__isnull=False).count(),
         "capabilities": Capability.objects.count(),
         "live_agents_per_capability": per_capability,
+        "live_agents_per_tag": per_tag,
+        "live_agents_by_health": bands,
         "average_health": averages["avg_health"],
         "average_cpu_load": averages["avg_cpu_load"],
         "agents_seen_last_minute": live.filter(last_heartbeat_at__gte=minute_ago).count(),

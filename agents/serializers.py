@@ -155,6 +155,10 @@ class StatsSerializer(serializers.Serializer):
     unregistered_agents = serializers.IntegerField()
     capabilities = serializers.IntegerField()
     live_agents_per_capability = serializers.DictField(child=serializers.IntegerField())
+    live_agents_per_tag = serializers.DictField(child=serializers.IntegerField())
+    live_agents_by_health = serializers.DictField(
+        child=serializers.IntegerField(), help_text="healthy: health >= 0.8; degraded: 0.5-0.8; unhealthy: < 0.5"
+    )
     average_health = serializers.FloatField(allow_null=True)
     average_cpu_load = serializers.FloatField(allow_null=True)
     agents_seen_last_minute = serializers.IntegerField()

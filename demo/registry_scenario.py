@@ -75,13 +75,25 @@ def run(api: Api, say: Say, *, stale_timeout: float, silent: str = "image_agent_
 
     say("\n== 5. Registry statistics (GET /api/agents/stats/) and capabilities (GET /api/capabilities/)")
     stats = api.get("/api/agents/stats/")
+    bands = stats["live_agents_by_health"]
     say(
         table(
-            ["total", "idle", "busy", "error", "offline", "avg health", "avg load", "seen last min"],
+            [
+                "total",
+                "idle",
+                "busy",
+                "error",
+                "offline",
+                "healthy/degraded/unhealthy",
+                "avg health",
+                "avg load",
+                "seen last min",
+            ],
             [
                 (
                     stats["total_agents"],
                     *(stats["by_state"][s] for s in ("idle", "busy", "error", "offline")),
+                    f"{bands['healthy']}/{bands['degraded']}/{bands['unhealthy']}",
                     stats["average_health"],
                     stats["average_cpu_load"],
                     stats["agents_seen_last_minute"],
@@ -89,6 +101,7 @@ def run(api: Api, say: Say, *, stale_timeout: float, silent: str = "image_agent_
             ],
         )
     )
+    say("  live agents per tag: " + ", ".join(f"{t}={n}" for t, n in stats["live_agents_per_tag"].items()))
     caps = api.get("/api/capabilities/?page_size=100")["results"]
     say(
         table(

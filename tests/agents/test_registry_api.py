@@ -164,6 +164,8 @@ def test_stats(user_client, fleet):
     assert data["live_agents"] == 4
     assert data["unregistered_agents"] == 1
     assert data["live_agents_per_capability"] == {"process_data": 2, "process_image": 1, "process_text": 2}
+    assert data["live_agents_per_tag"] == {"data": 2, "image": 1, "text": 1}
+    assert data["live_agents_by_health"] == {"healthy": 3, "degraded": 1, "unhealthy": 0}
     assert data["average_health"] == pytest.approx((0.9 + 0.9 + 0.5 + 1.0) / 4)
     assert data["agents_seen_last_minute"] == 4
 

@@ -80,7 +80,10 @@ class Command(BaseCommand):
             token = Api(base).post("/api/auth/token/", {"username": login, "password": password})["token"]
             api = Api(base, f"Token {token}")
             registry_scenario.run(api, self.say, stale_timeout=STALE_TIMEOUT)
-            self.say("\n== Where to look" + ("" if serve else " (while the platform runs: make run, or make demo ARGS=--serve)"))
+            self.say(
+                "\n== Where to look"
+                + ("" if serve else " (while the platform runs: make run, or make demo ARGS=--serve)")
+            )
             self.say(f"  admin     {base}/admin/   (login: {login} / {password})")
             self.say(f"  API docs  {base}/api/docs/   (schema: {base}/api/schema/)")
             self.say(f"  agents    {base}/admin/agents/agent/   events: {base}/admin/agents/agentevent/")

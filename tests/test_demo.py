@@ -1,4 +1,5 @@
 """`make demo` end to end: the real command, in its own var/ folder, on the embedded default."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,14 @@ def test_demo_runs_the_registry_scenario_and_cleans_up(tmp_path):
     env.update(MASP_DEBUG="1", MASP_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="masplatform.settings")
 
     def manage(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env,
-                              capture_output=True, text=True, timeout=240)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=settings.BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
 
     assert manage("migrate", "-v", "0").returncode == 0
     result = manage("demo", "--port", "0")

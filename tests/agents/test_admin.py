@@ -1,4 +1,5 @@
 """The registry's admin pages: they load fast with many agents, filter, and their actions call the services."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,9 @@ def admin_client(client, django_user_model):
     return client
 
 
-def test_agent_list_shows_badges_heartbeat_age_and_capabilities_without_n_plus_1(admin_client,
-                                                                                  django_assert_max_num_queries):
+def test_agent_list_shows_badges_heartbeat_age_and_capabilities_without_n_plus_1(
+    admin_client, django_assert_max_num_queries
+):
     for i in range(60):
         AgentFactory(agent_id=f"bulk-{i}", offers={"cap_a": 1.0, "cap_b": 2.0}, tag_names=["t1", "t2"])
     with django_assert_max_num_queries(12):
@@ -28,12 +30,15 @@ def test_agent_list_shows_badges_heartbeat_age_and_capabilities_without_n_plus_1
     assert "bulk-0" in html and "cap_a" in html and "s ago" in html and "border-radius" in html
 
 
-@pytest.mark.parametrize(("query", "shown", "hidden"), [
-    ("capability=cap_x", "with-x", "without-x"),
-    ("tag=blue", "with-x", "without-x"),
-    ("state__exact=offline", "without-x", "with-x"),
-    ("q=with-", "with-x", "nobody"),
-])
+@pytest.mark.parametrize(
+    ("query", "shown", "hidden"),
+    [
+        ("capability=cap_x", "with-x", "without-x"),
+        ("tag=blue", "with-x", "without-x"),
+        ("state__exact=offline", "without-x", "with-x"),
+        ("q=with-", "with-x", "nobody"),
+    ],
+)
 def test_agent_list_filters(admin_client, query, shown, hidden):
     AgentFactory(agent_id="with-x", offers={"cap_x": 1.0}, tag_names=["blue"])
     AgentFactory(agent_id="without-x", state="offline")
@@ -71,15 +76,18 @@ def test_capability_admin_shows_pretty_schemas_and_refuses_an_invalid_one(admin_
     response = admin_client.post(url, {"description": "x", "input_schema": '{"type": 5}', "output_schema": "{}"})
     assert response.status_code == 200 and "invalid JSON Schema" in response.content.decode()
     assert Capability.objects.get(name="calc").input_schema == {"type": "object", "required": ["a"]}
-    response = admin_client.post(url, {"description": "new", "input_schema": '{"type": "object"}', "output_schema": "{}"})
+    response = admin_client.post(
+        url, {"description": "new", "input_schema": '{"type": "object"}', "output_schema": "{}"}
+    )
     assert response.status_code == 302
     assert Capability.objects.get(name="calc").input_schema == {"type": "object"}
 
 
 def test_event_list_is_read_only(admin_client):
     agent = AgentFactory(agent_id="ev-a")
-    AgentEvent.objects.create(agent=agent, kind="went_offline", at=agent.registered_at, from_state="idle",
-                              to_state="offline")
+    AgentEvent.objects.create(
+        agent=agent, kind="went_offline", at=agent.registered_at, from_state="idle", to_state="offline"
+    )
     html = admin_client.get(reverse("admin:agents_agentevent_changelist")).content.decode()
     assert "ev-a" in html and "idle → offline" in html
     assert admin_client.get(reverse("admin:agents_agentevent_add")).status_code == 403

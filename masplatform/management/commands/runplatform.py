@@ -13,11 +13,17 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=2, help="worker concurrency")
 
     def handle(self, *args, addr: str, concurrency: int, **options):
+        started_broker = False
         if settings.CELERY_BROKER_URL == settings.EMBEDDED_BROKER_URL:
-            embedded_broker.ensure_running(settings.VAR_DIR)
+            started_broker = embedded_broker.ensure_running(settings.VAR_DIR)
         group = ProcessGroup()
         group.start("web", web_args(addr))
         group.start("worker", worker_args(concurrency=concurrency))
         group.start("beat", beat_args(settings.VAR_DIR / "celerybeat.pid"))
         self.stdout.write(f"web http://{addr}/admin/  API docs http://{addr}/api/docs/  (Ctrl-C stops all)")
-        raise SystemExit(group.supervise())
+        try:
+            code = group.supervise()
+        finally:
+            if started_broker:  # queued messages stay in its append-only file for next time
+                embedded_broker.stop(settings.VAR_DIR)
+        raise SystemExit(code)

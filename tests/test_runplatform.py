@@ -1,0 +1,62 @@
+"""`make run`: web, worker and beat start together and Ctrl-C stops all of them (and the embedded broker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import psutil
+import pytest
+from django.conf import settings
+
+from masplatform import embedded_broker
+from tests import stack
+from tests.processes import wait_until
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(stack.stack() != "embedded", reason="make run is exercised on the embedded default"),
+]
+
+
+def test_ctrl_c_stops_web_worker_beat_and_the_broker(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
+    env.update(MASP_DEBUG="1", MASP_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="masplatform.settings")
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v", "0"], cwd=settings.BASE_DIR, env=env, check=True, timeout=120)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "run.log", "w")
+    proc = subprocess.Popen(
+        [*manage, "runplatform", "--addr", f"127.0.0.1:{port}"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def web_up() -> bool:
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/api/schema/", timeout=2).status == 200
+            except OSError:
+                return False
+
+        wait_until(web_up, timeout=60, message="the web server")
+        wait_until(lambda: " ready." in (tmp_path / "run.log").read_text(), timeout=60, message="the worker")
+        wait_until(lambda: "beat: Starting" in (tmp_path / "run.log").read_text(), timeout=60, message="beat")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 3
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert not embedded_broker.is_running(tmp_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()

@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Local use runs with DEBUG on (a built-in development secret key); production sets MASP_SECRET_KEY.
+# Local use runs with DEBUG on (a built-in development secret key) unless the
+# environment or .env says otherwise; production sets MASP_SECRET_KEY.
+ifeq ($(shell grep -s '^MASP_DEBUG=' .env),)
 export MASP_DEBUG ?= 1
+endif
 
 .PHONY: demo test run setup lint bench clean
 

@@ -170,6 +170,9 @@ class AgentAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # agents are unregistered (history kept), not deleted; the purge sweep deletes old ones
+
     @admin.display(description="state", ordering="state")
     def state_badge(self, agent: Agent) -> str:
         if agent.unregistered_at:
@@ -305,7 +308,21 @@ class CapabilityAdmin(admin.ModelAdmin):
         if change:
             services.update_capability(name=obj.name, **data)
         else:
-            services.create_capability(name=obj.name, **data)
+            obj.pk = services.create_capability(name=obj.name, **data).pk
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # deletion goes through the service, one capability at a time
+        return actions
+
+    def has_delete_permission(self, request, obj=None):
+        # Like DELETE /api/capabilities/{name}/: not while a registered agent offers it.
+        if obj is not None and obj.offers.filter(agent__unregistered_at__isnull=True).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        services.delete_capability(name=obj.name)
 
 
 @admin.register(AgentEvent)

@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -24,6 +25,7 @@ from agents.serializers import (
     StatusSerializer,
 )
 from masplatform.permissions import IsStaffOrSelfAgent
+from masplatform.views import NamedNotFoundMixin
 
 
 @extend_schema_view(
@@ -34,10 +36,11 @@ from masplatform.permissions import IsStaffOrSelfAgent
     retrieve=extend_schema(summary="One agent (unregistered ones too)"),
     destroy=extend_schema(summary="Unregister (staff or the agent itself)"),
 )
-class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class AgentViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = Agent.objects.all()
     serializer_class = AgentSerializer
     lookup_field = "agent_id"
+    not_found_noun = "agent"
     lookup_value_regex = r"[-a-zA-Z0-9_]+"
     filterset_class = AgentDiscoveryFilter
     search_fields = ["name", "agent_id"]
@@ -108,9 +111,10 @@ class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     partial_update=extend_schema(summary="Change part of a capability's contract (staff)"),
     destroy=extend_schema(summary="Delete a capability no registered agent offers (staff)"),
 )
-class CapabilityViewSet(viewsets.ModelViewSet):
+class CapabilityViewSet(NamedNotFoundMixin, viewsets.ModelViewSet):
     serializer_class = CapabilitySerializer
     lookup_field = "name"
+    not_found_noun = "capability"
     lookup_value_regex = CAPABILITY_NAME_RE.strip("^$")
     search_fields = ["name", "description"]
     ordering_fields = ["name", "live_agents", "lowest_cost"]
@@ -123,9 +127,13 @@ class CapabilityViewSet(viewsets.ModelViewSet):
         serializer.instance = services.create_capability(**serializer.validated_data)
 
     def perform_update(self, serializer: CapabilitySerializer) -> None:
+        name = self.kwargs["name"]
         data = dict(serializer.validated_data)
-        data.pop("name", None)
-        serializer.instance = services.update_capability(name=self.kwargs["name"], **data)
+        if data.pop("name", name) != name:
+            raise ValidationError({"name": [f"A capability cannot be renamed (it is '{name}')."]})
+        if not serializer.partial:  # PUT replaces the whole contract
+            data = {"description": "", "input_schema": {}, "output_schema": {}, **data}
+        serializer.instance = services.update_capability(name=name, **data)
 
     def create(self, request: Request, *args, **kwargs) -> Response:
         response = super().create(request, *args, **kwargs)
@@ -133,11 +141,8 @@ class CapabilityViewSet(viewsets.ModelViewSet):
         return response
 
     def update(self, request: Request, *args, **kwargs) -> Response:
-        name = kwargs["name"]
-        if "name" in request.data and request.data["name"] != name:
-            return Response({"name": [f"A capability cannot be renamed (it is '{name}')."]}, status=400)
         response = super().update(request, *args, **kwargs)
-        response.data = self._fresh(name)
+        response.data = self._fresh(kwargs["name"])
         return response
 
     def perform_destroy(self, instance) -> None:
@@ -147,7 +152,8 @@ class CapabilityViewSet(viewsets.ModelViewSet):
         return CapabilitySerializer(self.get_queryset().get(name=name)).data
 
 
-class AgentEventViewSet(viewsets.ReadOnlyModelViewSet):
+class AgentEventViewSet(NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
+    not_found_noun = "agent event"
     queryset = AgentEvent.objects.select_related("agent")
     serializer_class = AgentEventSerializer
     filterset_class = AgentEventFilter

@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 
 from agents.models import AgentEvent, AgentEventKind, AgentState
 from agents.selectors import discover_agents
+from masplatform.filters import StrictBooleanFilter
 
 
 class AgentDiscoveryFilter(django_filters.FilterSet):
@@ -17,8 +18,8 @@ class AgentDiscoveryFilter(django_filters.FilterSet):
     state = django_filters.ChoiceFilter(choices=AgentState.choices, method="_noop")
     min_health = django_filters.NumberFilter(method="_noop")
     max_cpu_load = django_filters.NumberFilter(method="_noop")
-    available = django_filters.BooleanFilter(method="_noop", help_text="true: not offline and below max concurrency.")
-    include_unregistered = django_filters.BooleanFilter(method="_noop")
+    available = StrictBooleanFilter(method="_noop", help_text="true: not offline and below max concurrency.")
+    include_unregistered = StrictBooleanFilter(method="_noop")
 
     def _noop(self, queryset: QuerySet, name: str, value: object) -> QuerySet:
         return queryset

@@ -32,13 +32,20 @@ class SchemaField(serializers.JSONField):
 class CapabilitySpecSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100, validators=[capability_name])
     description = serializers.CharField(allow_blank=True, required=False, default="")
-    input_schema = serializers.JSONField(required=False, default=dict)
-    output_schema = serializers.JSONField(required=False, default=dict)
+    input_schema = serializers.JSONField(
+        required=False,
+        default=None,
+        allow_null=True,
+        help_text="Omitted: the capability's existing contract ({} for a new one).",
+    )
+    output_schema = serializers.JSONField(required=False, default=None, allow_null=True, help_text="As input_schema.")
     cost = serializers.FloatField(min_value=0.0, required=False, default=1.0)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         errors = {}
         for which in ("input_schema", "output_schema"):
+            if attrs[which] is None:
+                continue
             problem = schema_error(attrs[which])
             if problem:
                 errors[which] = [f"capability '{attrs['name']}': {problem}"]

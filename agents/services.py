@@ -1,9 +1,11 @@
 """The registry's state changes. The only code that writes agents, capabilities and events.
 
-Guarantees, per function, are in the docstrings. Lock order when more than
-one row is locked in one transaction: the Agent row first, then Capability
-rows (by name). The sweep locks agent rows only, with SKIP LOCKED, in
-primary-key order.
+Guarantees, per function, are in the docstrings. Locks: each service locks
+at most one Agent row (``select_for_update``); ``update_capability`` and
+``delete_capability`` lock one Capability row and no agent. Capabilities
+created during a registration are arbitrated by their unique name, not by a
+lock. The stale sweep locks batches of agent rows with SKIP LOCKED in
+primary-key order, and the purge locks the batch it deletes.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def new_token() -> str:
 class CapabilitySpec:
     name: str
     description: str = ""
+    # None: adopt the existing contract of this capability (or {} for a new one).
     input_schema: dict[str, Any] | bool | None = None
     output_schema: dict[str, Any] | bool | None = None
     cost: float = 1.0
@@ -79,7 +82,8 @@ def _check_capability_specs(specs: list[CapabilitySpec]) -> None:
             errors[spec.name] = "declared twice"
         seen.add(spec.name)
         for which in ("input_schema", "output_schema"):
-            problem = schema_error(getattr(spec, which) or {})
+            schema = getattr(spec, which)
+            problem = None if schema is None else schema_error(schema)
             if problem:
                 errors[spec.name] = f"{which}: {problem}"
         if spec.cost < 0:
@@ -91,8 +95,8 @@ def _check_capability_specs(specs: list[CapabilitySpec]) -> None:
 def _contract_conflict(existing: Capability, spec: CapabilitySpec) -> str | None:
     diffs = []
     for which in ("input_schema", "output_schema"):
-        old, new = getattr(existing, which), getattr(spec, which) or {}
-        if old != new:
+        old, new = getattr(existing, which), getattr(spec, which)
+        if new is not None and old != new:  # an omitted schema adopts the existing contract
             diffs.append(f"{which} differs ({'; '.join(schema_differences(old, new))})")
     if not diffs:
         return None
@@ -156,13 +160,8 @@ def register_agent(
     token = new_token()
     now = timezone.now()
     with transaction.atomic():
-        agent = Agent.objects.select_for_update().filter(agent_id=agent_id).first()
-        created = agent is None
-        if created:
-            agent = Agent(agent_id=agent_id, registered_at=now)
-            previous_state = ""
-        else:
-            previous_state = agent.state
+        agent, created = _lock_or_create_agent(agent_id, now=now, token_hash=hash_token(token))
+        previous_state = "" if created else agent.state
         agent.name = name
         agent.description = description
         agent.metadata = metadata or {}
@@ -193,6 +192,26 @@ def register_agent(
         )
     logger.info("event=agent_registered agent_id=%s created=%s capabilities=%d", agent_id, created, len(specs))
     return Registration(agent=agent, token=token, created=created)
+
+
+def _lock_or_create_agent(agent_id: str, *, now: datetime, token_hash: str) -> tuple[Agent, bool]:
+    """The locked row of ``agent_id``, created if missing. Two first registrations at once: one creates."""
+    agent = Agent.objects.select_for_update().filter(agent_id=agent_id).first()
+    if agent is not None:
+        return agent, False
+    try:
+        with transaction.atomic():
+            agent = Agent.objects.create(
+                agent_id=agent_id,
+                name=agent_id,
+                registered_at=now,
+                last_heartbeat_at=now,
+                state_changed_at=now,
+                token_hash=token_hash,
+            )
+        return agent, True
+    except IntegrityError:  # a concurrent registration inserted it first; it has committed by now
+        return Agent.objects.select_for_update().get(agent_id=agent_id), False
 
 
 def _locked_registered_agent(agent_id: str) -> Agent:
@@ -251,8 +270,9 @@ def heartbeat(
             )
     with transaction.atomic():
         agent = _locked_registered_agent(agent_id)
-        revived = agent.state == AgentState.OFFLINE
-        target = state or (AgentState.IDLE if revived else agent.state)
+        was_offline = agent.state == AgentState.OFFLINE
+        target = state or (AgentState.IDLE if was_offline else agent.state)
+        revived = was_offline and target != AgentState.OFFLINE
         if not agent.can_move_to(target):
             raise Conflict(_transition_refusal(agent, target))
         if revived:
@@ -264,6 +284,9 @@ def heartbeat(
                 details={"offline_since": agent.state_changed_at.isoformat()},
             )
         elif target != agent.state:
+            logger.info(
+                "event=agent_state_changed agent_id=%s from=%s state=%s via=heartbeat", agent_id, agent.state, target
+            )
             _record_state_change(
                 agent, to_state=target, kind=AgentEventKind.STATE_CHANGED, now=now, details={"via": "heartbeat"}
             )
@@ -418,6 +441,8 @@ def purge_history(*, batch_size: int | None = None) -> dict[str, int]:
 
 
 def _delete_in_batches(queryset, batch_size: int) -> int:
+    """Delete the rows of ``queryset`` in batches, re-checking each batch's condition under a lock
+    (an agent revived or re-registered meanwhile no longer matches and stays)."""
     model = queryset.model
     total = 0
     while True:
@@ -425,6 +450,7 @@ def _delete_in_batches(queryset, batch_size: int) -> int:
         if not ids:
             return total
         with transaction.atomic():
+            ids = list(queryset.filter(pk__in=ids).select_for_update().values_list("pk", flat=True))
             if model is Agent:
                 AgentEvent.objects.filter(agent_id__in=ids).delete()
                 AgentCapability.objects.filter(agent_id__in=ids).delete()

@@ -18,7 +18,8 @@ from masplatform.embedded_broker import embedded_broker_url
 from masplatform.env import env_bool, env_float, env_int, env_list, env_str, load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-load_dotenv(BASE_DIR / ".env")
+if env_str("MASP_DOTENV", "1") != "0":  # the test suite sets MASP_DOTENV=0 to stay hermetic
+    load_dotenv(BASE_DIR / ".env")
 
 VAR_DIR = Path(env_str("MASP_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.SearchFilter",
-        "rest_framework.filters.OrderingFilter",
+        "masplatform.filters.StrictOrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "masplatform.exception_handler.api_exception_handler",

@@ -1,4 +1,4 @@
-"""WSGI entry point: ``gunicorn masplatform.wsgi``."""
+"""WSGI entry point for any WSGI server (``masplatform.wsgi:application``)."""
 
 import os
 

@@ -28,6 +28,7 @@ def process_env(**overrides: str) -> dict[str, str]:
     env.update(
         DJANGO_SETTINGS_MODULE="masplatform.settings",
         MASP_DEBUG="1",
+        MASP_DOTENV="0",
         MASP_VAR_DIR=str(settings.VAR_DIR),
         MASP_DATABASE_URL=test_database_url(),
         MASP_BROKER_URL=settings.CELERY_BROKER_URL,

@@ -32,6 +32,7 @@ def configure_environment(base_dir: Path) -> None:
     name = stack()
     if name not in {"embedded", "services"}:
         raise SystemExit(f"MASP_TEST_STACK={name!r}: use 'embedded' or 'services'")
+    os.environ["MASP_DOTENV"] = "0"  # a developer's .env must not point the tests at their own servers
     os.environ.setdefault("MASP_VAR_DIR", str(base_dir / "var" / "test" / name))
     if name == "services":
         os.environ["MASP_DATABASE_URL"] = os.environ.get("MASP_TEST_DATABASE_URL", DEFAULT_PG)
@@ -61,4 +62,4 @@ def unreachable_servers() -> list[str]:
 
 
 def services_required() -> bool:
-    return os.environ.get("MASP_REQUIRE_SERVICES", "") in {"1", "true", "yes"}
+    return os.environ.get("MASP_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes", "on"}

@@ -20,7 +20,9 @@ pytestmark = [
 
 def test_demo_runs_the_registry_scenario_and_cleans_up(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
-    env.update(MASP_DEBUG="1", MASP_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="masplatform.settings")
+    env.update(
+        MASP_DEBUG="1", MASP_DOTENV="0", MASP_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="masplatform.settings"
+    )
 
     def manage(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -59,6 +59,7 @@ def _settings_in_subprocess(env: dict[str, str]) -> subprocess.CompletedProcess:
         "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL)"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
+    clean["MASP_DOTENV"] = "0"
     return subprocess.run(
         [sys.executable, "-c", code],
         env={**clean, **env},

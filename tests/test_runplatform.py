@@ -25,7 +25,9 @@ pytestmark = [
 
 def test_ctrl_c_stops_web_worker_beat_and_the_broker(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
-    env.update(MASP_DEBUG="1", MASP_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="masplatform.settings")
+    env.update(
+        MASP_DEBUG="1", MASP_DOTENV="0", MASP_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="masplatform.settings"
+    )
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v", "0"], cwd=settings.BASE_DIR, env=env, check=True, timeout=120)
     with socket.socket() as s:

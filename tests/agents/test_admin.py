@@ -91,3 +91,26 @@ def test_event_list_is_read_only(admin_client):
     html = admin_client.get(reverse("admin:agents_agentevent_changelist")).content.decode()
     assert "ev-a" in html and "idle → offline" in html
     assert admin_client.get(reverse("admin:agents_agentevent_add")).status_code == 403
+
+
+def test_admin_never_deletes_agents_and_deletes_capabilities_only_through_the_service(admin_client):
+    from django.contrib.admin.models import LogEntry
+
+    agent = AgentFactory(agent_id="keep-me", offers={"busy_cap": 1.0})
+    assert admin_client.get(reverse("admin:agents_agent_delete", args=[agent.pk])).status_code == 403
+    offered = Capability.objects.get(name="busy_cap")
+    assert (
+        admin_client.post(reverse("admin:agents_capability_delete", args=[offered.pk]), {"post": "yes"}).status_code
+        == 403
+    )
+    response = admin_client.post(
+        reverse("admin:agents_capability_add"),
+        {"name": "new_cap", "description": "", "input_schema": "{}", "output_schema": "{}"},
+    )
+    assert response.status_code == 302
+    created = Capability.objects.get(name="new_cap")
+    assert LogEntry.objects.filter(object_id=str(created.pk)).exists()
+    response = admin_client.post(reverse("admin:agents_capability_delete", args=[created.pk]), {"post": "yes"})
+    assert response.status_code == 302 and not Capability.objects.filter(name="new_cap").exists()
+    changelist = admin_client.get(reverse("admin:agents_capability_changelist")).content.decode()
+    assert "delete_selected" not in changelist

@@ -217,3 +217,43 @@ def test_agent_events_filters(user_client, agent_client):
     future = (timezone.now() + timedelta(minutes=1)).isoformat()
     assert user_client.get("/api/agent-events/", {"since": future}).json()["results"] == []
     assert user_client.get("/api/agent-events/?since=yesterday").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "expected"),
+    [
+        ("available=1", 200, ["data-2", "data-1", "image-1"]),
+        ("available=yes&capability=process_text", 200, ["data-2"]),
+        ("available=maybe", 400, "available"),
+        ("include_unregistered=sometimes", 400, "include_unregistered"),
+        ("ordering=-cpu_load", 200, ["text-1", "data-1", "image-1", "data-2", "gone-1"]),
+        ("ordering=secret_field", 400, "ordering"),
+    ],
+)
+def test_discovery_refuses_parameters_it_does_not_understand(user_client, fleet, query, status, expected):
+    response = user_client.get(f"/api/agents/?{query}")
+    assert response.status_code == status, response.content
+    if status == 200:
+        assert ids(response) == expected
+    else:
+        assert expected in response.json()
+
+
+def test_not_found_names_what_was_looked_for(user_client):
+    assert user_client.get("/api/agents/ghost/").json()["detail"] == "No agent 'ghost'."
+    assert user_client.get("/api/capabilities/ghost/").json()["detail"] == "No capability 'ghost'."
+
+
+def test_put_replaces_the_whole_contract_and_a_non_object_body_is_400(staff_client):
+    CapabilityFactory(name="calc", description="old", input_schema={"type": "object"}, output_schema={"type": "object"})
+    response = staff_client.put(
+        "/api/capabilities/calc/", {"name": "calc", "input_schema": {"type": "object"}}, format="json"
+    )
+    assert response.status_code == 200
+    cap = Capability.objects.get(name="calc")
+    assert (cap.description, cap.output_schema) == ("", {})
+    for body in (["name"], "calc", 5):
+        response = staff_client.put("/api/capabilities/calc/", body, format="json")
+        assert response.status_code == 400, response.content
+    response = staff_client.put("/api/capabilities/calc/", {"name": "other"}, format="json")
+    assert response.status_code == 400 and "renamed" in str(response.json()["name"])

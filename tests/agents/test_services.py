@@ -150,3 +150,39 @@ def test_periodic_sweeps_exist_after_migrate_and_setup_keeps_operator_changes():
     sweep.save()
     assert ensure_periodic_tasks() == []
     assert PeriodicTask.objects.get(task="agents.tasks.sweep_stale_agents").interval.every == 7
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_first_registrations_of_one_agent_id_at_once_both_succeed_and_one_creates():
+    results = run_together(
+        lambda: services.register_agent(agent_id="same", name="first"),
+        lambda: services.register_agent(agent_id="same", name="second"),
+    )
+    assert sorted(r.created for r in results) == [False, True]
+    assert Agent.objects.filter(agent_id="same").count() == 1
+    last = Agent.objects.get(agent_id="same")
+    assert last.token_hash in {services.hash_token(r.token) for r in results}
+    assert sorted(AgentEvent.objects.values_list("kind", flat=True)) == ["registered", "reregistered"]
+
+
+@pytest.mark.django_db
+def test_an_offline_agent_heartbeating_as_offline_is_not_revived():
+    agent = AgentFactory(agent_id="stays-off", state="offline", stale=True)
+    changed_at = agent.state_changed_at
+    result = services.heartbeat(agent_id="stays-off", state="offline", cpu_load=0.1)
+    assert (result.revived, result.state) == (False, "offline")
+    agent.refresh_from_db()
+    assert (agent.state, agent.state_changed_at, agent.cpu_load) == ("offline", changed_at, 0.1)
+    assert not AgentEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_declaring_a_known_capability_without_schemas_adopts_its_contract():
+    services.register_agent(
+        agent_id="a1",
+        name="a1",
+        capabilities=[CapabilitySpec(name="calc", input_schema={"type": "object", "required": ["a"]})],
+    )
+    services.register_agent(agent_id="a2", name="a2", capabilities=[CapabilitySpec(name="calc", cost=3)])
+    assert Capability.objects.get(name="calc").input_schema == {"type": "object", "required": ["a"]}
+    assert Agent.objects.filter(capabilities__name="calc").count() == 2

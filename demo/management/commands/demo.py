@@ -46,24 +46,26 @@ class Command(BaseCommand):
 
     def handle(self, *args, serve: bool, port: int, **options):
         started_broker = False
-        if settings.CELERY_BROKER_URL == settings.EMBEDDED_BROKER_URL:
-            started_broker = embedded_broker.ensure_running(settings.VAR_DIR)
+        restore = None
+        group = None
         self.say("masplatform demo")
-        password = os.environ.get("MASP_DEMO_PASSWORD", "admin")
-        login = self.ensure_admin(password)
-        restore = self.tune_sweep(every=1)
-        port = free_port(port)
-        base = f"http://127.0.0.1:{port}"
-        log_dir = settings.VAR_DIR / "demo"
-        group = ProcessGroup(
-            log_dir=log_dir,
-            env={
-                "MASP_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
-                "MASP_STALE_TIMEOUT": str(STALE_TIMEOUT),
-                "MASP_DEBUG": os.environ.get("MASP_DEBUG", "1"),
-            },
-        )
         try:
+            if settings.CELERY_BROKER_URL == settings.EMBEDDED_BROKER_URL:
+                started_broker = embedded_broker.ensure_running(settings.VAR_DIR)
+            password = os.environ.get("MASP_DEMO_PASSWORD", "admin")
+            login = self.ensure_admin(password)
+            port = free_port(port)
+            base = f"http://127.0.0.1:{port}"
+            log_dir = settings.VAR_DIR / "demo"
+            group = ProcessGroup(
+                log_dir=log_dir,
+                env={
+                    "MASP_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
+                    "MASP_STALE_TIMEOUT": str(STALE_TIMEOUT),
+                    "MASP_DEBUG": os.environ.get("MASP_DEBUG", "1"),
+                },
+            )
+            restore = self.tune_sweep(every=1)
             self.say(
                 f"  database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}"
                 f" {settings.DATABASES['default']['NAME']}"
@@ -94,8 +96,10 @@ class Command(BaseCommand):
             else:
                 self.say("\nDone. `make demo ARGS=--serve` keeps it serving; `make run` runs the platform.")
         finally:
-            group.stop_all()
-            restore()
+            if group:
+                group.stop_all()
+            if restore:
+                restore()
             if started_broker:
                 embedded_broker.stop(settings.VAR_DIR)
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -34,50 +35,63 @@ class Child:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
+    def wait_for_log(self, text: str, timeout: float = 60) -> None:
+        """Block until ``text`` appears in the child's log; RuntimeError if it exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log_text():
+                return
+            if not self.alive():
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode}; log {self.log_path}:\n{self.log_text()[-3000:]}"
+                )
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"{self.name}: no {text!r} after {timeout}s; log {self.log_path}:\n{self.log_text()[-3000:]}"
+        )
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the child's whole process group (a prefork worker's pool too)."""
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        if self._log:
+            self._log.close()
+
 
 def web_args(addr: str) -> list[str]:
     return [sys.executable, "manage.py", "runserver", addr, "--noreload"]
 
 
-def worker_args(*, queues: str = "celery", concurrency: int = 2, name: str = "platform") -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "masplatform",
-        "worker",
-        "-l",
-        "INFO",
-        "-Q",
-        queues,
-        "-c",
-        str(concurrency),
-        "-n",
-        f"{name}@%h",
-    ]
+def celery_args(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "masplatform", *args]
 
 
-def beat_args(pidfile: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "masplatform",
-        "beat",
-        "-l",
-        "INFO",
-        "-S",
-        "django",
-        "--pidfile",
-        str(pidfile),
-    ]
+def worker_args(
+    *, queues: str = "celery", concurrency: int = 2, name: str = "platform", extra: tuple[str, ...] = ()
+) -> list[str]:
+    return celery_args("worker", "-l", "INFO", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h", *extra)
+
+
+def beat_args(pidfile: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    return celery_args("beat", "-l", "INFO", "-S", "django", "--pidfile", str(pidfile), *extra)
 
 
 class ProcessGroup:
-    def __init__(self, *, env: dict[str, str] | None = None, log_dir: Path | None = None):
-        self.env = {**os.environ, **(env or {})}
+    """Children started with ``base_env`` (default: this process's environment) updated by ``env``."""
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ):
+        self.env = {**(os.environ if base_env is None else base_env), **(env or {})}
         self.log_dir = log_dir
         self.children: list[Child] = []
         if log_dir:
@@ -87,7 +101,8 @@ class ProcessGroup:
         log = None
         log_path = None
         if self.log_dir:
-            log_path = self.log_dir / f"{name}.log"
+            taken = sum(1 for c in self.children if c.name == name)
+            log_path = self.log_dir / (f"{name}.log" if not taken else f"{name}-{taken + 1}.log")
             log = open(log_path, "w")
         popen = subprocess.Popen(
             args,
@@ -102,17 +117,7 @@ class ProcessGroup:
         return child
 
     def wait_for_log(self, child: Child, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in child.log_text():
-                return
-            if not child.alive():
-                raise RuntimeError(
-                    f"{child.name} exited with {child.popen.returncode}; log {child.log_path}:\n"
-                    f"{child.log_text()[-3000:]}"
-                )
-            time.sleep(0.1)
-        raise RuntimeError(f"{child.name} not ready after {timeout}s; see {child.log_path}")
+        child.wait_for_log(text, timeout)
 
     def first_dead(self) -> Child | None:
         return next((c for c in self.children if not c.alive()), None)
@@ -140,17 +145,12 @@ class ProcessGroup:
 
     def stop_all(self, grace: float = 15) -> None:
         for child in reversed(self.children):
-            if child.alive():
-                try:
-                    os.killpg(child.popen.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            child.signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         for child in reversed(self.children):
             try:
                 child.popen.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(child.popen.pid, signal.SIGKILL)
+                child.signal(signal.SIGKILL)
                 child.popen.wait(5)
-            if child._log:
-                child._log.close()
+            child.close()

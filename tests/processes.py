@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
+
+from masplatform.procs import Child, ProcessGroup, beat_args, worker_args
 
 
 def test_database_url() -> str:
@@ -23,7 +26,8 @@ def test_database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-def process_env(**overrides: str) -> dict[str, str]:
+def process_env() -> dict[str, str]:
+    """This environment without MASP_* settings, plus the test run's database, broker and var/."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
     env.update(
         DJANGO_SETTINGS_MODULE="masplatform.settings",
@@ -34,114 +38,36 @@ def process_env(**overrides: str) -> dict[str, str]:
         MASP_BROKER_URL=settings.CELERY_BROKER_URL,
         MASP_LOG_LEVEL="INFO",
     )
-    env.update(overrides)
     return env
 
 
-class Proc:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
-        self.name = name
-        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
-        self._log = open(self.log_path, "w")
-        self.popen = subprocess.Popen(
-            args, env=env, cwd=settings.BASE_DIR, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log():
-                return
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.popen.returncode}):\n{self.log()[-4000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name}: no {text!r} within {timeout}s:\n{self.log()[-4000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        self._log.close()
-
-
 class Processes:
-    """Starts worker/beat processes and stops every one of them at teardown."""
+    """Starts worker/beat processes (logs under ``log_dir``) and stops every one of them at teardown."""
 
     def __init__(self, log_dir: Path):
+        self.group = ProcessGroup(log_dir=log_dir, base_env=process_env())
         self.log_dir = log_dir
-        self.started: list[Proc] = []
 
-    def worker(self, *, queues: str = "celery", **env: str) -> Proc:
-        name = f"w{uuid.uuid4().hex[:6]}"
-        proc = Proc(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "masplatform",
-                "worker",
-                "-l",
-                "INFO",
-                "-P",
-                "solo",
-                "-Q",
-                queues,
-                "-n",
-                f"{name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            process_env(**env),
-            self.log_dir,
-        )
-        self.started.append(proc)
-        proc.wait_for(" ready.", timeout=60)
-        return proc
+    def _start(self, name: str, args: list[str], env: dict[str, str], ready: str) -> Child:
+        self.group.env = {**process_env(), **env}
+        child = self.group.start(name, args)
+        child.wait_for_log(ready, timeout=60)
+        return child
 
-    def beat(self, **env: str) -> Proc:
-        proc = Proc(
-            "beat",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "masplatform",
-                "beat",
-                "-l",
-                "INFO",
-                "-S",
-                "django",
-                "--max-interval",
-                "1",
-                "--pidfile",
-                str(self.log_dir / f"beat-{uuid.uuid4().hex[:6]}.pid"),
-            ],
-            process_env(**env),
-            self.log_dir,
-        )
-        self.started.append(proc)
-        proc.wait_for("beat: Starting", timeout=60)
-        return proc
+    def worker(self, *, queues: str = "celery", **env: str) -> Child:
+        fast = ("-P", "solo", "--without-gossip", "--without-mingle")
+        args = worker_args(queues=queues, concurrency=1, name=f"w{uuid.uuid4().hex[:6]}", extra=fast)
+        return self._start("worker", args, env, " ready.")
+
+    def beat(self, **env: str) -> Child:
+        pidfile = self.log_dir / f"beat-{uuid.uuid4().hex[:6]}.pid"
+        return self._start("beat", beat_args(pidfile, extra=("--max-interval", "1")), env, "beat: Starting")
 
     def stop_all(self) -> None:
-        for proc in reversed(self.started):
-            proc.stop()
+        self.group.stop_all()
 
 
-def wait_until(predicate, timeout: float = 30, interval: float = 0.2, message: str = "condition"):
+def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.2, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -149,3 +75,15 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.2, message: s
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def fresh_platform_env(var_dir: Path) -> dict[str, str]:
+    """The environment of a platform on the embedded default with its own var/ folder, migrated."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
+    env.update(
+        MASP_DEBUG="1", MASP_DOTENV="0", MASP_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="masplatform.settings"
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=settings.BASE_DIR, env=env, check=True, timeout=120
+    )
+    return env

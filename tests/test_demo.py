@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ from django.conf import settings
 
 from masplatform import embedded_broker
 from tests import stack
+from tests.processes import fresh_platform_env
 
 pytestmark = [
     pytest.mark.integration,
@@ -19,10 +19,7 @@ pytestmark = [
 
 
 def test_demo_runs_the_registry_scenario_and_cleans_up(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
-    env.update(
-        MASP_DEBUG="1", MASP_DOTENV="0", MASP_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="masplatform.settings"
-    )
+    env = fresh_platform_env(tmp_path)
 
     def manage(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -34,7 +31,6 @@ def test_demo_runs_the_registry_scenario_and_cleans_up(tmp_path):
             timeout=240,
         )
 
-    assert manage("migrate", "-v", "0").returncode == 0
     result = manage("demo", "--port", "0")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout

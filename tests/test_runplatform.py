@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from django.conf import settings
 
 from masplatform import embedded_broker
 from tests import stack
-from tests.processes import wait_until
+from tests.processes import fresh_platform_env, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -24,12 +23,8 @@ pytestmark = [
 
 
 def test_ctrl_c_stops_web_worker_beat_and_the_broker(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
-    env.update(
-        MASP_DEBUG="1", MASP_DOTENV="0", MASP_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="masplatform.settings"
-    )
+    env = fresh_platform_env(tmp_path)
     manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v", "0"], cwd=settings.BASE_DIR, env=env, check=True, timeout=120)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

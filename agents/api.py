@@ -11,20 +11,28 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agents import selectors, services
-from agents.filters import AgentDiscoveryFilter, AgentEventFilter
-from agents.models import CAPABILITY_NAME_RE, Agent, AgentEvent
+from agents.filters import AgentDiscoveryFilter, AgentEventFilter, InvocationFilter
+from agents.models import CAPABILITY_NAME_RE, Agent, AgentEvent, Invocation
+from agents.models.invocation import FINISHED
 from agents.serializers import (
     AgentEventSerializer,
     AgentRegistrationSerializer,
     AgentSerializer,
+    CapabilityDetailSerializer,
     CapabilitySerializer,
+    FleetResultSerializer,
     HeartbeatResultSerializer,
     HeartbeatSerializer,
+    InvocationDetailSerializer,
+    InvocationRequestSerializer,
+    InvocationSerializer,
     RegisteredAgentSerializer,
     StatsSerializer,
     StatusSerializer,
 )
-from masplatform.permissions import IsStaffOrSelfAgent
+from agents.services import fleet
+from masplatform import notify
+from masplatform.permissions import IsStaffOrAgentClient, IsStaffOrSelfAgent, is_agent, requester
 from masplatform.views import NamedNotFoundMixin
 
 
@@ -99,6 +107,36 @@ class AgentViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.RetrieveMod
         services.change_state(agent_id=agent_id, **serializer.validated_data)
         return Response(AgentSerializer(self.get_object()).data)
 
+    def _fleet(self, operation, agent_id: str) -> Response:
+        result = operation(agent_id=agent_id)
+        return Response(
+            {
+                "agent_id": result.agent_id,
+                "state": result.state,
+                "worker": result.worker,
+                "acknowledged": result.acknowledged,
+            }
+        )
+
+    @extend_schema(
+        request=None, responses=FleetResultSerializer, summary="Drain: stop taking new calls, finish the rest (staff)"
+    )
+    @action(detail=True, methods=["post"])
+    def drain(self, request: Request, agent_id: str) -> Response:
+        return self._fleet(fleet.drain, agent_id)
+
+    @extend_schema(request=None, responses=FleetResultSerializer, summary="Resume a draining agent (staff)")
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, agent_id: str) -> Response:
+        return self._fleet(fleet.resume, agent_id)
+
+    @extend_schema(
+        request=None, responses=FleetResultSerializer, summary="Graceful shutdown of the agent's worker (staff)"
+    )
+    @action(detail=True, methods=["post"])
+    def shutdown(self, request: Request, agent_id: str) -> Response:
+        return self._fleet(fleet.shutdown, agent_id)
+
     @extend_schema(responses=StatsSerializer, summary="Registry statistics")
     @action(detail=False, methods=["get"])
     def stats(self, request: Request) -> Response:
@@ -151,6 +189,16 @@ class CapabilityViewSet(NamedNotFoundMixin, viewsets.ModelViewSet):
     def _fresh(self, name: str) -> dict:
         return CapabilitySerializer(self.get_queryset().get(name=name)).data
 
+    @extend_schema(
+        responses=CapabilityDetailSerializer,
+        summary="One capability, with its fleet figures (queue depth, in flight, success rate, p50/p95)",
+    )
+    def retrieve(self, request: Request, name: str) -> Response:
+        capability = self.get_object()
+        data = CapabilitySerializer(capability).data
+        data["fleet"] = selectors.capability_fleet_stats(capability)
+        return Response(data)
+
 
 class AgentEventViewSet(NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
     not_found_noun = "agent event"
@@ -158,3 +206,92 @@ class AgentEventViewSet(NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = AgentEventSerializer
     filterset_class = AgentEventFilter
     ordering_fields = ["at"]
+
+
+def wait_seconds(request: Request) -> float:
+    raw = request.query_params.get("wait")
+    if raw in (None, ""):
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValidationError({"wait": [f"must be a number of seconds (0-{MAX_WAIT}), got {raw!r}"]}) from None
+    if not 0 <= seconds <= MAX_WAIT:
+        raise ValidationError({"wait": [f"must be between 0 and {MAX_WAIT} seconds, got {raw}"]})
+    return seconds
+
+
+MAX_WAIT = 30
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Invocations (an agent token sees those it created)"),
+    retrieve=extend_schema(
+        summary="One invocation, with its attempts and why it waits",
+        parameters=[OpenApiParameter("wait", float, description="long-poll up to N (<= 30) s for it to finish")],
+    ),
+)
+class InvocationViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = InvocationSerializer
+    permission_classes = [IsStaffOrAgentClient]
+    agent_client_actions = {"create", "list", "retrieve", "cancel"}
+    filterset_class = InvocationFilter
+    ordering_fields = ["created_at", "priority", "finished_at"]
+    not_found_noun = "invocation"
+
+    def get_queryset(self):
+        qs = Invocation.objects.select_related("capability", "agent", "pinned_agent")
+        if self.action in ("retrieve", "create", "cancel", "retry"):
+            qs = qs.prefetch_related("attempts__agent")
+        if is_agent(self.request):
+            qs = qs.filter(requested_by=requester(self.request))
+        return qs
+
+    def get_serializer_class(self):
+        return InvocationSerializer if self.action == "list" else InvocationDetailSerializer
+
+    def _answer(self, invocation: Invocation, status_code: int = 200, wait: float = 0.0) -> Response:
+        if wait and not invocation.is_finished:
+            notify.wait(
+                f"invocation:{invocation.pk}",
+                wait,
+                lambda: Invocation.objects.filter(pk=invocation.pk, status__in=FINISHED).exists(),
+            )
+        fresh = self.get_queryset().get(pk=invocation.pk)
+        return Response(self.get_serializer(fresh).data, status=status_code)
+
+    @extend_schema(
+        request=InvocationRequestSerializer,
+        responses={201: InvocationDetailSerializer},
+        summary="Invoke a capability (201; 200 for a repeated idempotency key)",
+        parameters=[OpenApiParameter("wait", float, description="answer when it finishes or after N (<= 30) seconds")],
+    )
+    def create(self, request: Request) -> Response:
+        wait = wait_seconds(request)
+        serializer = InvocationRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        invocation, created = services.invoke(requested_by=requester(request), **serializer.validated_data)
+        return self._answer(invocation, 201 if created else 200, wait)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return self._answer(self.get_object(), wait=wait_seconds(request))
+
+    @extend_schema(
+        request=None,
+        responses=InvocationDetailSerializer,
+        summary="Cancel (queued: at once; running: when its function stops; finished: 409)",
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        invocation = self.get_object()
+        return self._answer(services.cancel(invocation.pk))
+
+    @extend_schema(
+        request=None,
+        responses=InvocationDetailSerializer,
+        summary="Run a failed, timed out or cancelled invocation again (staff)",
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        invocation = self.get_object()
+        return self._answer(services.retry(invocation.pk))

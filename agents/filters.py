@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import QuerySet
 
-from agents.models import AgentEvent, AgentEventKind, AgentState
+from agents.models import AgentEvent, AgentEventKind, AgentState, Invocation, InvocationStatus
 from agents.selectors import discover_agents
 from masplatform.filters import StrictBooleanFilter
 
@@ -47,3 +47,15 @@ class AgentEventFilter(django_filters.FilterSet):
     class Meta:
         model = AgentEvent
         fields = ["agent", "kind", "since"]
+
+
+class InvocationFilter(django_filters.FilterSet):
+    capability = django_filters.CharFilter(field_name="capability__name")
+    status = django_filters.MultipleChoiceFilter(choices=InvocationStatus.choices)
+    agent = django_filters.CharFilter(field_name="agent__agent_id", help_text="agent_id that ran it")
+    requested_by = django_filters.CharFilter()
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+
+    class Meta:
+        model = Invocation
+        fields = ["capability", "status", "agent", "requested_by", "since"]

@@ -21,6 +21,12 @@ def periodic_tasks() -> list[dict[str, Any]]:
             "description": "Agents with no heartbeat for MASP_STALE_TIMEOUT seconds go offline.",
         },
         {
+            "name": "invocations: time out calls past their deadline",
+            "task": "agents.tasks.sweep_invocation_deadlines",
+            "every": settings.MASP_DEADLINE_SWEEP_INTERVAL,
+            "description": "Running calls with no outcome past timeout + grace: retried or timed out.",
+        },
+        {
             "name": "registry: purge old agents and events",
             "task": "agents.tasks.purge_agent_history",
             "every": settings.MASP_PURGE_INTERVAL,

@@ -15,6 +15,8 @@ from agents.models import Agent, AgentCapability, AgentState, Capability, Tag
 HEALTHY = 0.8
 DEGRADED = 0.5
 LIVE = Q(unregistered_at__isnull=True) & ~Q(state=AgentState.OFFLINE)
+# Live, not draining, and below its max concurrency: an agent that would take a new call.
+AVAILABLE = LIVE & ~Q(state=AgentState.DRAINING) & Q(in_flight__lt=F("max_concurrency"))
 
 
 def agent_for_token(token_hash: str) -> Agent | None:
@@ -52,9 +54,9 @@ def discover_agents(
     if max_cpu_load is not None:
         qs = qs.filter(cpu_load__lte=max_cpu_load)
     if available is True:
-        qs = qs.filter(LIVE, in_flight__lt=F("max_concurrency"))
+        qs = qs.filter(AVAILABLE)
     elif available is False:
-        qs = qs.filter(~LIVE | Q(in_flight__gte=F("max_concurrency")))
+        qs = qs.exclude(AVAILABLE)
     return qs.order_by("-health_score", "cpu_load", "agent_id")
 
 
@@ -102,4 +104,53 @@ def registry_stats() -> dict[str, Any]:
         "average_health": averages["avg_health"],
         "average_cpu_load": averages["avg_cpu_load"],
         "agents_seen_last_minute": live.filter(last_heartbeat_at__gte=minute_ago).count(),
+    }
+
+
+def queue_depth(queue_name: str) -> int | None:
+    """Messages waiting in a broker queue (None if the broker cannot be asked)."""
+    from masplatform.celery import app
+
+    try:
+        with app.connection_for_read() as conn:
+            return conn.default_channel.queue_declare(queue=queue_name, passive=True).message_count
+    except Exception:
+        return None
+
+
+def capability_fleet_stats(capability: Capability, *, window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
+    """Queue depth, calls in flight, live agents, success rate and p50/p95 duration over ``window``."""
+    from agents.dispatch import capability_queue_name
+    from agents.models import Invocation, InvocationStatus
+
+    since = timezone.now() - window
+    finished = Invocation.objects.filter(capability=capability, finished_at__gte=since).exclude(
+        status=InvocationStatus.CANCELLED
+    )
+    outcomes = dict(finished.values_list("status").annotate(n=Count("id")).order_by())
+    done = sum(outcomes.values())
+    durations = sorted(
+        (f - s).total_seconds() * 1000
+        for s, f in finished.filter(status=InvocationStatus.SUCCEEDED, started_at__isnull=False).values_list(
+            "started_at", "finished_at"
+        )[:20000]
+    )
+
+    def pct(p: float) -> float | None:
+        return round(durations[min(len(durations) - 1, int(p * len(durations)))], 2) if durations else None
+
+    live = Agent.objects.filter(LIVE, offers__capability=capability)
+    return {
+        "queue": capability_queue_name(capability.name),
+        "queue_depth": queue_depth(capability_queue_name(capability.name)),
+        "queued": Invocation.objects.filter(capability=capability, status=InvocationStatus.QUEUED).count(),
+        "in_flight": Invocation.objects.filter(capability=capability, status=InvocationStatus.RUNNING).count(),
+        "live_agents": live.count(),
+        "available_agents": live.filter(AVAILABLE).count(),
+        "window_seconds": int(window.total_seconds()),
+        "finished": done,
+        "succeeded": outcomes.get(InvocationStatus.SUCCEEDED, 0),
+        "success_rate": round(outcomes.get(InvocationStatus.SUCCEEDED, 0) / done, 4) if done else None,
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
     }

@@ -8,7 +8,15 @@ from django.core.validators import RegexValidator
 from django.utils import timezone
 from rest_framework import serializers
 
-from agents.models import CAPABILITY_NAME_RE, Agent, AgentEvent, AgentState, Capability
+from agents.models import (
+    CAPABILITY_NAME_RE,
+    Agent,
+    AgentEvent,
+    AgentState,
+    Capability,
+    Invocation,
+    InvocationAttempt,
+)
 from agents.schemas import schema_error
 from agents.services import CapabilitySpec
 
@@ -200,3 +208,129 @@ class AgentEventSerializer(serializers.ModelSerializer):
         model = AgentEvent
         fields = ["id", "agent", "kind", "at", "from_state", "to_state", "details"]
         read_only_fields = fields
+
+
+class InvocationRequestSerializer(serializers.Serializer):
+    capability = serializers.CharField(max_length=100)
+    input = serializers.JSONField(required=False, default=dict)
+    priority = serializers.IntegerField(
+        min_value=0, max_value=9, required=False, default=5, help_text="0 (lowest) to 9 (highest)"
+    )
+    timeout = serializers.FloatField(
+        min_value=0.1,
+        max_value=86400,
+        required=False,
+        default=None,
+        allow_null=True,
+        help_text="seconds per attempt (default MASP_INVOCATION_TIMEOUT)",
+    )
+    max_retries = serializers.IntegerField(min_value=0, max_value=100, required=False, default=0)
+    agent = serializers.SlugField(required=False, allow_null=True, default=None, help_text="pin the call to this agent")
+    idempotency_key = serializers.CharField(max_length=200, required=False, allow_null=True, default=None)
+
+
+class InvocationAttemptSerializer(serializers.ModelSerializer):
+    agent = serializers.CharField(source="agent.agent_id", default=None, read_only=True)
+
+    class Meta:
+        model = InvocationAttempt
+        fields = [
+            "number",
+            "agent",
+            "outcome",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "error_type",
+            "error_message",
+        ]
+        read_only_fields = fields
+
+
+class InvocationSerializer(serializers.ModelSerializer):
+    capability = serializers.CharField(source="capability.name", read_only=True)
+    agent = serializers.CharField(source="agent.agent_id", default=None, read_only=True)
+    pinned_agent = serializers.CharField(source="pinned_agent.agent_id", default=None, read_only=True)
+    error = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Invocation
+        fields = [
+            "id",
+            "capability",
+            "status",
+            "input",
+            "output",
+            "priority",
+            "timeout",
+            "max_retries",
+            "attempt",
+            "failed_attempts",
+            "agent",
+            "pinned_agent",
+            "idempotency_key",
+            "requested_by",
+            "error",
+            "progress",
+            "progress_message",
+            "cancel_requested",
+            "created_at",
+            "queued_at",
+            "not_before",
+            "started_at",
+            "deadline_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_error(self, invocation: Invocation) -> dict[str, str] | None:
+        if not invocation.error_type:
+            return None
+        error = {"type": invocation.error_type, "message": invocation.error_message}
+        request = self.context.get("request")
+        if request is not None and request.user.is_staff and invocation.error_traceback:
+            error["traceback"] = invocation.error_traceback  # staff only
+        return error
+
+
+class InvocationDetailSerializer(InvocationSerializer):
+    waiting_reason = serializers.SerializerMethodField(help_text="why a queued invocation waits")
+    attempts = InvocationAttemptSerializer(many=True, read_only=True)
+
+    class Meta(InvocationSerializer.Meta):
+        fields = [*InvocationSerializer.Meta.fields, "waiting_reason", "attempts"]
+        read_only_fields = fields
+
+    def get_waiting_reason(self, invocation: Invocation) -> str | None:
+        from agents.services import waiting_reason
+
+        return waiting_reason(invocation)
+
+
+class FleetResultSerializer(serializers.Serializer):
+    agent_id = serializers.CharField()
+    state = serializers.CharField()
+    worker = serializers.CharField(help_text="the Celery node name of the agent's worker")
+    acknowledged = serializers.BooleanField(help_text="whether the worker answered the remote-control command")
+
+
+class FleetStatsSerializer(serializers.Serializer):
+    queue = serializers.CharField()
+    queue_depth = serializers.IntegerField(allow_null=True, help_text="messages waiting in the broker queue")
+    queued = serializers.IntegerField(help_text="invocations in status queued")
+    in_flight = serializers.IntegerField()
+    live_agents = serializers.IntegerField()
+    available_agents = serializers.IntegerField()
+    window_seconds = serializers.IntegerField()
+    finished = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    success_rate = serializers.FloatField(allow_null=True)
+    p50_ms = serializers.FloatField(allow_null=True)
+    p95_ms = serializers.FloatField(allow_null=True)
+
+
+class CapabilityDetailSerializer(CapabilitySerializer):
+    fleet = FleetStatsSerializer(read_only=True)
+
+    class Meta(CapabilitySerializer.Meta):
+        fields = [*CapabilitySerializer.Meta.fields, "fleet"]

@@ -1,8 +1,8 @@
-"""Celery entry points of the registry; each only calls a service."""
+"""Celery entry points of the agents app; each only calls a service (or the agent runtime)."""
 
 from celery import shared_task
 
-from agents import services
+from agents import runtime, services
 
 
 @shared_task(ignore_result=True)
@@ -13,3 +13,14 @@ def sweep_stale_agents() -> int:
 @shared_task(ignore_result=True)
 def purge_agent_history() -> dict[str, int]:
     return services.purge_history()
+
+
+@shared_task(ignore_result=True)
+def sweep_invocation_deadlines() -> int:
+    return services.sweep_deadlines()
+
+
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_invocation(invocation_id: str) -> str:
+    """Run one invocation on the agent of this worker (routed here by capability or pinned agent)."""
+    return runtime.execute(invocation_id)

@@ -6,7 +6,7 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
-from agents.api import AgentEventViewSet, AgentViewSet, CapabilityViewSet
+from agents.api import AgentEventViewSet, AgentViewSet, CapabilityViewSet, InvocationViewSet
 
 
 class ObtainTokenView(ObtainAuthToken):
@@ -30,3 +30,4 @@ router = DefaultRouter()
 router.register("agents", AgentViewSet, basename="agent")
 router.register("capabilities", CapabilityViewSet, basename="capability")
 router.register("agent-events", AgentEventViewSet, basename="agent-event")
+router.register("invocations", InvocationViewSet, basename="invocation")

@@ -50,3 +50,30 @@ class IsStaffOrSelfAgent(BasePermission):
             self.message = f"This token belongs to agent '{user.agent_id}'; it cannot act on agent '{target}'."
             return False
         return bool(user.is_staff)
+
+
+AGENT_CLIENT_SCOPE = "An agent token may create invocations and read or cancel the ones it created; nothing else here."
+
+
+class IsStaffOrAgentClient(BasePermission):
+    """Staff: everything. Other users: read. Agent tokens: the view's ``agent_client_actions`` (their own calls)."""
+
+    message = "Only staff may change this; other users may only read."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        if is_agent(request):
+            if view.action in getattr(view, "agent_client_actions", ()):
+                return True
+            self.message = AGENT_CLIENT_SCOPE
+            return False
+        return bool(user.is_staff or request.method in SAFE_METHODS)
+
+
+def requester(request: Request) -> str:
+    """Who asks, as recorded on what they create: ``user:<username>`` or ``agent:<agent_id>``."""
+    if is_agent(request):
+        return f"agent:{request.user.agent_id}"
+    return f"user:{request.user.get_username()}"

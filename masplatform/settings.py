@@ -195,6 +195,16 @@ CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Redis: one list per priority level, 0 first (see agents/dispatch.py). Ignored by RabbitMQ.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"}
+CELERY_TASK_DEFAULT_PRIORITY = None
+
+# --- Invocations ----------------------------------------------------------------
+MASP_INVOCATION_TIMEOUT = env_float("MASP_INVOCATION_TIMEOUT", 300.0)
+MASP_HARD_TIMEOUT_GRACE = env_float("MASP_HARD_TIMEOUT_GRACE", 10.0)
+MASP_RETRY_BACKOFF = env_float("MASP_RETRY_BACKOFF", 1.0)
+MASP_RETRY_BACKOFF_MAX = env_float("MASP_RETRY_BACKOFF_MAX", 60.0)
+MASP_DEADLINE_SWEEP_INTERVAL = env_float("MASP_DEADLINE_SWEEP_INTERVAL", 5.0)
 
 # --- Logging: one key=value line per event -----------------------------------
 LOG_LEVEL = env_str("MASP_LOG_LEVEL", "INFO")

@@ -160,7 +160,7 @@ def test_unregister_hides_from_discovery_keeps_history_and_refuses_heartbeats(st
 def test_stats(user_client, fleet):
     data = user_client.get("/api/agents/stats/").json()
     assert data["total_agents"] == 5
-    assert data["by_state"] == {"idle": 4, "busy": 0, "error": 0, "offline": 1}
+    assert data["by_state"] == {"idle": 4, "busy": 0, "error": 0, "draining": 0, "offline": 1}
     assert data["live_agents"] == 4
     assert data["unregistered_agents"] == 1
     assert data["live_agents_per_capability"] == {"process_data": 2, "process_image": 1, "process_text": 2}

@@ -18,14 +18,17 @@ class AgentState(models.TextChoices):
     IDLE = "idle", "idle"
     BUSY = "busy", "busy"
     ERROR = "error", "error"
+    DRAINING = "draining", "draining"
     OFFLINE = "offline", "offline"
 
 
 # Which states an agent may move to with POST /status/ (or a heartbeat's "state").
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    AgentState.IDLE: frozenset({AgentState.BUSY, AgentState.ERROR, AgentState.OFFLINE}),
-    AgentState.BUSY: frozenset({AgentState.IDLE, AgentState.ERROR, AgentState.OFFLINE}),
-    AgentState.ERROR: frozenset({AgentState.IDLE, AgentState.OFFLINE}),
+    AgentState.IDLE: frozenset({AgentState.BUSY, AgentState.ERROR, AgentState.DRAINING, AgentState.OFFLINE}),
+    AgentState.BUSY: frozenset({AgentState.IDLE, AgentState.ERROR, AgentState.DRAINING, AgentState.OFFLINE}),
+    AgentState.ERROR: frozenset({AgentState.IDLE, AgentState.DRAINING, AgentState.OFFLINE}),
+    # Draining (taking no new calls) ends with /resume/ (idle) or the agent stopping (offline).
+    AgentState.DRAINING: frozenset({AgentState.IDLE, AgentState.OFFLINE}),
     AgentState.OFFLINE: frozenset({AgentState.IDLE, AgentState.BUSY}),
 }
 
@@ -68,6 +71,8 @@ class Agent(models.Model):
     host = models.CharField(max_length=255, blank=True, default="")
     pid = models.PositiveIntegerField(null=True, blank=True)
     version = models.CharField(max_length=64, blank=True, default="")
+    # The Celery node name of the agent's worker (``agent.<agent_id>@host``), for remote control.
+    worker_name = models.CharField(max_length=255, blank=True, default="")
     max_concurrency = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
     capabilities = models.ManyToManyField(Capability, through="AgentCapability", related_name="agents")
 
@@ -131,7 +136,7 @@ class Agent(models.Model):
 
     @property
     def is_available(self) -> bool:
-        return self.is_live and self.in_flight < self.max_concurrency
+        return self.is_live and self.state != AgentState.DRAINING and self.in_flight < self.max_concurrency
 
     def can_move_to(self, state: str) -> bool:
         return state == self.state or state in ALLOWED_TRANSITIONS[self.state]

@@ -35,6 +35,7 @@ from agents.models import (
     Tag,
 )
 from agents.schemas import schema_differences, schema_error
+from agents.services.invocations import requeue_running_on
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
 
 logger = logging.getLogger("agents")
@@ -148,6 +149,7 @@ def register_agent(
     host: str = "",
     pid: int | None = None,
     version: str = "",
+    worker_name: str = "",
 ) -> Registration:
     """Register ``agent_id``, or re-register it (replacing capabilities, tags and metadata).
 
@@ -169,6 +171,7 @@ def register_agent(
         agent.host = host
         agent.pid = pid
         agent.version = version
+        agent.worker_name = worker_name
         agent.state = AgentState.IDLE
         agent.state_changed_at = now
         agent.last_heartbeat_at = now
@@ -272,6 +275,8 @@ def heartbeat(
         agent = _locked_registered_agent(agent_id)
         was_offline = agent.state == AgentState.OFFLINE
         target = state or (AgentState.IDLE if was_offline else agent.state)
+        if agent.state == AgentState.DRAINING and target in (AgentState.IDLE, AgentState.BUSY):
+            target = AgentState.DRAINING  # only /resume/ ends draining; the runtime's idle/busy does not
         revived = was_offline and target != AgentState.OFFLINE
         if not agent.can_move_to(target):
             raise Conflict(_transition_refusal(agent, target))
@@ -370,7 +375,8 @@ def sweep_stale_agents(*, timeout: float | None = None, batch_size: int | None =
     """Mark every registered agent with no heartbeat for ``timeout`` seconds offline. Returns how many.
 
     Set-based: per batch, one SELECT ... FOR UPDATE SKIP LOCKED of ids, one
-    INSERT ... SELECT of events and one UPDATE. Safe to run twice at once:
+    INSERT ... SELECT of events and one UPDATE; the running invocations of
+    those agents are re-queued for other agents in the same transaction. Safe to run twice at once:
     concurrent sweeps take disjoint rows on PostgreSQL (SKIP LOCKED) and are
     serialised by SQLite's write lock, and each batch re-checks staleness
     under the lock, so every agent gets one ``went_offline`` event.
@@ -392,7 +398,10 @@ def sweep_stale_agents(*, timeout: float | None = None, batch_size: int | None =
             if not ids:
                 break
             _insert_offline_events(ids, now=now, details=details)
-            total += Agent.objects.filter(pk__in=ids).update(state=AgentState.OFFLINE, state_changed_at=now)
+            total += Agent.objects.filter(pk__in=ids).update(
+                state=AgentState.OFFLINE, state_changed_at=now, in_flight=0
+            )
+            requeue_running_on(ids, now=now)
         if len(ids) < batch_size:
             break
     if total:

@@ -1,0 +1,128 @@
+"""python manage.py run_agent <dotted.module> [--agent-id ID] [--concurrency N] [-- celery worker options]"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+
+from celery import signals
+from django.core.management.base import BaseCommand, CommandError
+
+from agents import dispatch, runtime, services
+from agents.models import AgentState
+from agents.sdk import AgentDefinition
+from masplatform.celery import app
+from masplatform.exceptions import ServiceError
+
+
+def load_definition(module_path: str) -> AgentDefinition:
+    try:
+        module = importlib.import_module(module_path)
+    except ImportError as exc:
+        raise CommandError(f"cannot import '{module_path}': {exc}") from None
+    found = [v for v in vars(module).values() if isinstance(v, AgentDefinition)]
+    if len(found) != 1:
+        raise CommandError(f"'{module_path}' must define exactly one AgentDefinition (found {len(found)})")
+    return found[0]
+
+
+class Command(BaseCommand):
+    help = (
+        "Run one agent: a Celery worker that registers the agent, consumes cap.<name> for each of its "
+        "capabilities and agent.<agent_id>, heartbeats, and goes offline on SIGTERM after finishing "
+        "the calls in flight. Options after -- go to `celery worker` (e.g. -- -P threads)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("module", help="dotted path of a module defining one AgentDefinition")
+        parser.add_argument("--agent-id", help="run under this agent_id instead of the module's")
+        parser.add_argument("--concurrency", type=int, default=1, help="calls run at once (worker processes)")
+        parser.add_argument(
+            "--pool", default="prefork", help="Celery pool: prefork (default; time limits work), threads or solo"
+        )
+        parser.add_argument("--loglevel", default="INFO")
+        parser.add_argument("worker_args", nargs="*", help="more `celery worker` options, after --")
+
+    def handle(
+        self,
+        *args,
+        module: str,
+        agent_id: str | None,
+        concurrency: int,
+        pool: str,
+        loglevel: str,
+        worker_args: list[str],
+        **options,
+    ):
+        if concurrency < 1:
+            raise CommandError("--concurrency must be at least 1")
+        definition = load_definition(module)
+        if agent_id:
+            definition = definition.with_id(agent_id)
+        host = socket.gethostname()
+        worker_name = f"agent.{definition.agent_id}@{host}"
+        try:
+            registration = services.register_agent(
+                agent_id=definition.agent_id,
+                name=definition.name or definition.agent_id,
+                description=definition.description,
+                tags=definition.tags,
+                metadata=definition.metadata,
+                max_concurrency=concurrency,
+                host=host,
+                pid=os.getpid(),
+                version=definition.version,
+                worker_name=worker_name,
+                capabilities=[
+                    services.CapabilitySpec(
+                        name=c.name,
+                        description=c.description,
+                        input_schema=c.input_schema,
+                        output_schema=c.output_schema,
+                        cost=c.cost,
+                    )
+                    for c in definition.capabilities.values()
+                ],
+            )
+        except ServiceError as exc:
+            raise CommandError(f"registration of '{definition.agent_id}' refused: {exc.detail}") from None
+        state = runtime.configure(definition, registration.agent, worker_name=worker_name, concurrency=concurrency)
+        queues = [dispatch.capability_queue_name(name) for name in definition.capabilities]
+        queues.append(dispatch.agent_queue_name(definition.agent_id))
+        app.conf.task_queues = [dispatch.queue(name) for name in queues]
+        heartbeat = runtime.Heartbeat(state)
+
+        @signals.worker_ready.connect(weak=False)
+        def start_heartbeat(**kwargs):
+            heartbeat.start()
+
+        @signals.worker_shutdown.connect(weak=False)
+        def go_offline(**kwargs):
+            heartbeat.stop()
+            try:
+                services.change_state(agent_id=definition.agent_id, state=AgentState.OFFLINE, reason="worker stopped")
+            except ServiceError as exc:
+                self.stderr.write(f"could not mark '{definition.agent_id}' offline: {exc.detail}")
+
+        self.stdout.write(
+            f"agent {definition.agent_id}: {len(definition.capabilities)} capabilities; queues {', '.join(queues)}"
+        )
+        app.worker_main(
+            [
+                "worker",
+                "-n",
+                worker_name,
+                "-Q",
+                ",".join(queues),
+                "-c",
+                str(concurrency),
+                "-P",
+                pool,
+                "-l",
+                loglevel,
+                "--without-mingle",
+                "--without-gossip",
+                *worker_args,
+            ]
+        )

@@ -1,0 +1,129 @@
+"""Invocations: one call of a capability, queued, claimed by an agent's worker, recorded once."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from agents.models.registry import Agent, Capability
+
+
+class InvocationStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    TIMED_OUT = "timed_out", "timed out"
+    CANCELLED = "cancelled", "cancelled"
+
+
+FINISHED = frozenset(
+    {InvocationStatus.SUCCEEDED, InvocationStatus.FAILED, InvocationStatus.TIMED_OUT, InvocationStatus.CANCELLED}
+)
+
+
+class Invocation(models.Model):
+    """A capability call. ``attempt`` is the claim token: each claim bumps it, and only the
+    holder of the current attempt may record an outcome, so a late or duplicate delivery does nothing."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    capability = models.ForeignKey(Capability, on_delete=models.PROTECT, related_name="invocations")
+    input = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=InvocationStatus.choices, default=InvocationStatus.QUEUED)
+    priority = models.PositiveSmallIntegerField(
+        default=5, validators=[MaxValueValidator(9)], help_text="0 (lowest) to 9 (highest)"
+    )
+    timeout = models.FloatField(default=300.0, validators=[MinValueValidator(0.1)], help_text="seconds per attempt")
+    max_retries = models.PositiveSmallIntegerField(default=0)
+    attempt = models.PositiveIntegerField(default=0, help_text="number of the current (or last) attempt")
+    failed_attempts = models.PositiveIntegerField(default=0)
+    agent = models.ForeignKey(
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="invocations",
+        help_text="the agent running (or that ran) the current attempt",
+    )
+    pinned_agent = models.ForeignKey(
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="pinned_invocations",
+        help_text="only this agent may run it",
+    )
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True, default="")
+    requested_by = models.CharField(max_length=160, help_text="user:<username> or agent:<agent_id>")
+    error_type = models.CharField(max_length=200, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+    progress = models.FloatField(null=True, blank=True)
+    progress_message = models.CharField(max_length=500, blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+    queued_at = models.DateTimeField(help_text="when it was (last) put on the queue")
+    not_before = models.DateTimeField(null=True, blank=True, help_text="retry backoff: not to run before")
+    started_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["capability", "status", "-priority", "queued_at"], name="invocation_queue_idx"),
+            models.Index(fields=["agent", "status"], name="invocation_agent_idx"),
+            models.Index(fields=["deadline_at"], name="invocation_deadline_idx", condition=Q(status="running")),
+            models.Index(fields=["-created_at"], name="invocation_created_idx"),
+            models.Index(fields=["capability", "-finished_at"], name="invocation_finished_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["requested_by", "idempotency_key"],
+                name="invocation_idempotency",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+            models.CheckConstraint(condition=Q(priority__lte=9), name="invocation_priority_0_9"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.capability_id}:{self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class InvocationAttempt(models.Model):
+    """One try of an invocation on one agent, with its own outcome and error."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        TIMED_OUT = "timed_out", "timed out"
+        CANCELLED = "cancelled", "cancelled"
+        LOST = "lost", "lost (agent went offline; re-queued)"
+
+    invocation = models.ForeignKey(Invocation, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="attempts")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    error_type = models.CharField(max_length=200, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["invocation", "number"]
+        constraints = [models.UniqueConstraint(fields=["invocation", "number"], name="attempt_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.invocation_id}#{self.number} {self.outcome}"

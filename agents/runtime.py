@@ -1,0 +1,164 @@
+"""The agent runtime inside a Celery worker: which agent this process is, running one invocation,
+and the heartbeat thread. ``manage.py run_agent`` sets it up; the Celery task calls ``execute``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import close_old_connections
+
+from agents.models import Agent, AgentState, Invocation, InvocationStatus
+from agents.sdk import AgentDefinition, CallContext, Cancelled
+
+logger = logging.getLogger("agents.runtime")
+
+
+@dataclass
+class Runtime:
+    definition: AgentDefinition
+    agent_pk: int
+    worker_name: str
+    concurrency: int
+
+
+_current: Runtime | None = None
+
+
+def configure(definition: AgentDefinition, agent: Agent, *, worker_name: str, concurrency: int) -> Runtime:
+    global _current
+    _current = Runtime(definition, agent.pk, worker_name, concurrency)
+    return _current
+
+
+def current() -> Runtime | None:
+    return _current
+
+
+def execute(invocation_id: str) -> str:
+    """Claim and run one invocation on this process's agent; returns what happened (for the log)."""
+    from agents import services
+
+    runtime = _current
+    if runtime is None:
+        logger.error(
+            "event=invocation_without_agent invocation=%s: this worker was not started by run_agent", invocation_id
+        )
+        return "no agent"
+    agent = Agent(pk=runtime.agent_pk, agent_id=runtime.definition.agent_id)
+    claimed = services.claim(invocation_id, agent=agent)
+    if claimed is None:
+        return "not claimed"
+    invocation, attempt = claimed.invocation, claimed.attempt
+    capability = runtime.definition.capabilities.get(invocation.capability.name)
+    if capability is None:
+        services.record_failure(
+            invocation.pk,
+            attempt=attempt,
+            error_type="UnknownCapability",
+            error_message=f"agent '{agent.agent_id}' has no function for '{invocation.capability.name}'",
+        )
+        return "failed"
+    call_log = logging.LoggerAdapter(logger, {"invocation": str(invocation.pk), "attempt": attempt})
+    ctx = CallContext(
+        invocation_id=str(invocation.pk),
+        attempt=attempt,
+        deadline=invocation.started_at + timedelta(seconds=invocation.timeout),
+        agent_id=agent.agent_id,
+        capability=capability.name,
+        logger=call_log,
+    )
+    try:
+        output = capability.function(invocation.input, ctx)
+    except SoftTimeLimitExceeded:
+        services.record_failure(
+            invocation.pk,
+            attempt=attempt,
+            error_type="SoftTimeLimitExceeded",
+            error_message=f"still running after the {invocation.timeout:g}s time limit",
+            timed_out=True,
+        )
+        return "timed out"
+    except Cancelled as exc:
+        services.record_failure(invocation.pk, attempt=attempt, **services.failure_from_exception(exc))
+        return "cancelled"
+    except Exception as exc:
+        services.record_failure(invocation.pk, attempt=attempt, **services.failure_from_exception(exc))
+        return "failed"
+    problems = services.check_output(invocation.capability, output)
+    if problems:
+        services.record_failure(
+            invocation.pk,
+            attempt=attempt,
+            error_type="OutputSchemaError",
+            error_message=f"the output of '{capability.name}' does not match its output schema: {'; '.join(problems)}",
+        )
+        return "failed"
+    services.record_success(invocation.pk, attempt=attempt, output=output)
+    return "succeeded"
+
+
+class Heartbeat(threading.Thread):
+    """Heartbeats every MASP_HEARTBEAT_INTERVAL with the agent's real in-flight count and CPU load."""
+
+    def __init__(self, runtime: Runtime):
+        super().__init__(name="masp-heartbeat", daemon=True)
+        self.runtime = runtime
+        self.stopping = threading.Event()
+        self.sent_state: str | None = None
+        try:
+            import psutil
+
+            self.process = psutil.Process(os.getpid())
+            self.process.cpu_percent(None)
+        except Exception:
+            self.process = None
+
+    def cpu_load(self) -> float:
+        if self.process is None:
+            return 0.0
+        try:
+            total = self.process.cpu_percent(None) + sum(c.cpu_percent(None) for c in self.process.children(True))
+        except Exception:
+            return 0.0
+        return max(0.0, min(1.0, total / 100.0 / (os.cpu_count() or 1)))
+
+    def beat_once(self) -> None:
+        from agents import services
+
+        in_flight = Invocation.objects.filter(agent_id=self.runtime.agent_pk, status=InvocationStatus.RUNNING).count()
+        state = AgentState.BUSY if in_flight >= self.runtime.concurrency else AgentState.IDLE
+        result = services.heartbeat(
+            agent_id=self.runtime.definition.agent_id,
+            cpu_load=self.cpu_load(),
+            in_flight=in_flight,
+            state=state if state != self.sent_state else None,
+        )
+        self.sent_state = state if result.state in (AgentState.IDLE, AgentState.BUSY) else None
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                close_old_connections()
+                self.beat_once()
+            except Exception:
+                logger.warning("event=heartbeat_failed agent_id=%s", self.runtime.definition.agent_id, exc_info=True)
+            self.stopping.wait(settings.MASP_HEARTBEAT_INTERVAL)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def wait_for_in_flight(agent_pk: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (
+        time.monotonic() < deadline
+        and Invocation.objects.filter(agent_id=agent_pk, status=InvocationStatus.RUNNING).exists()
+    ):
+        time.sleep(0.2)

@@ -1,0 +1,97 @@
+"""Cross-process wake-ups ("invocation X finished") so that waiters block instead of polling.
+
+On a Redis broker (the embedded one or a server) this is Redis pub/sub on the
+broker's server; on other brokers (RabbitMQ) a kombu topic exchange with one
+exclusive, auto-deleted queue per waiter. A notification is only a hint:
+waiters re-read the database, so a lost one costs at most the wait's timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from urllib.parse import urlparse
+
+from django.conf import settings
+
+logger = logging.getLogger("masplatform.notify")
+EXCHANGE = "masp.notify"
+
+
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
+@lru_cache(maxsize=4)
+def _redis(url: str):
+    import redis
+
+    if url.startswith("redis+socket://"):
+        return redis.Redis(unix_socket_path=urlparse(url).path, socket_timeout=5)
+    return redis.Redis.from_url(url, socket_timeout=5)
+
+
+def _channel(name: str) -> str:
+    return f"masp:{name}"
+
+
+def publish(name: str, message: str = "") -> None:
+    """Wake whoever waits on ``name``. Never raises: a lost wake-up only delays a waiter."""
+    url = settings.CELERY_BROKER_URL
+    try:
+        if _is_redis(url):
+            _redis(url).publish(_channel(name), message)
+        else:
+            from kombu import Connection, Exchange
+
+            with Connection(url, connect_timeout=5) as conn:
+                conn.Producer().publish(
+                    message,
+                    exchange=Exchange(EXCHANGE, "topic", durable=False),
+                    routing_key=name,
+                    declare=[Exchange(EXCHANGE, "topic", durable=False)],
+                )
+    except Exception:
+        logger.warning("event=notify_failed channel=%s", name, exc_info=True)
+
+
+def wait(name: str, timeout: float, done: Callable[[], bool]) -> bool:
+    """Block until ``done()`` is true or ``timeout`` seconds pass; returns ``done()``.
+
+    Subscribes first, then checks ``done()``, then sleeps on the subscription,
+    so a notification sent between the check and the sleep is not missed.
+    """
+    if timeout <= 0 or done():
+        return done()
+    url = settings.CELERY_BROKER_URL
+    deadline = time.monotonic() + timeout
+    if _is_redis(url):
+        pubsub = _redis(url).pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(_channel(name))
+            while not done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                pubsub.get_message(timeout=min(left, 5.0))
+        finally:
+            pubsub.close()
+        return done()
+    from kombu import Connection, Exchange, Queue
+
+    with Connection(url, connect_timeout=5) as conn:
+        q = Queue(
+            exclusive=True, auto_delete=True, exchange=Exchange(EXCHANGE, "topic", durable=False), routing_key=name
+        )
+        with conn.Consumer(q, callbacks=[lambda body, msg: msg.ack()]):
+            while not done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    conn.drain_events(timeout=min(left, 5.0))
+                except TimeoutError:
+                    pass
+    return done()

@@ -28,6 +28,10 @@ def _is_redis(url: str) -> bool:
 def _redis(url: str):
     import redis
 
+    if url == settings.EMBEDDED_BROKER_URL:
+        from masplatform import embedded_broker
+
+        embedded_broker.ensure_running(settings.VAR_DIR)
     if url.startswith("redis+socket://"):
         return redis.Redis(unix_socket_path=urlparse(url).path, socket_timeout=5)
     return redis.Redis.from_url(url, socket_timeout=5)
@@ -61,12 +65,24 @@ def wait(name: str, timeout: float, done: Callable[[], bool]) -> bool:
     """Block until ``done()`` is true or ``timeout`` seconds pass; returns ``done()``.
 
     Subscribes first, then checks ``done()``, then sleeps on the subscription,
-    so a notification sent between the check and the sleep is not missed.
+    so a notification sent between the check and the sleep is not missed. If
+    the broker cannot be reached, it falls back to checking ``done()`` twice a
+    second (and logs it), rather than failing the request.
     """
     if timeout <= 0 or done():
         return done()
-    url = settings.CELERY_BROKER_URL
     deadline = time.monotonic() + timeout
+    try:
+        return _wait(name, deadline, done)
+    except Exception:
+        logger.warning("event=notify_unavailable channel=%s fallback=poll", name, exc_info=True)
+        while not done() and time.monotonic() < deadline:
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        return done()
+
+
+def _wait(name: str, deadline: float, done: Callable[[], bool]) -> bool:
+    url = settings.CELERY_BROKER_URL
     if _is_redis(url):
         pubsub = _redis(url).pubsub(ignore_subscribe_messages=True)
         try:

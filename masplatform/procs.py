@@ -50,11 +50,16 @@ class Child:
             f"{self.name}: no {text!r} after {timeout}s; log {self.log_path}:\n{self.log_text()[-3000:]}"
         )
 
-    def signal(self, sig: int) -> None:
-        """Send ``sig`` to the child's whole process group (a prefork worker's pool too)."""
+    def signal(self, sig: int, *, group: bool = False) -> None:
+        """Send ``sig`` to the child, or with ``group`` to its whole process group (a prefork pool too).
+
+        SIGTERM goes to the main process only: a Celery worker then stops taking
+        tasks and lets its pool finish the ones in hand (a SIGTERM to the pool's
+        processes themselves would kill those tasks).
+        """
         if self.alive():
             try:
-                os.killpg(self.popen.pid, sig)
+                os.killpg(self.popen.pid, sig) if group else self.popen.send_signal(sig)
             except ProcessLookupError:
                 pass
 
@@ -151,6 +156,6 @@ class ProcessGroup:
             try:
                 child.popen.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                child.signal(signal.SIGKILL)
+                child.signal(signal.SIGKILL, group=True)
                 child.popen.wait(5)
             child.close()

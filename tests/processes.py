@@ -41,6 +41,15 @@ def process_env() -> dict[str, str]:
     return env
 
 
+# Agents in tests heartbeat every second and are stale after three.
+AGENT_ENV = {
+    "MASP_HEARTBEAT_INTERVAL": "1",
+    "MASP_STALE_TIMEOUT": "3",
+    "MASP_RETRY_BACKOFF": "0.2",
+    "MASP_HARD_TIMEOUT_GRACE": "1",
+}
+
+
 class Processes:
     """Starts worker/beat processes (logs under ``log_dir``) and stops every one of them at teardown."""
 
@@ -62,6 +71,30 @@ class Processes:
     def beat(self, **env: str) -> Child:
         pidfile = self.log_dir / f"beat-{uuid.uuid4().hex[:6]}.pid"
         return self._start("beat", beat_args(pidfile, extra=("--max-interval", "1")), env, "beat: Starting")
+
+    def agent(
+        self,
+        module: str = "tests.sample_agents",
+        *,
+        agent_id: str,
+        concurrency: int = 1,
+        pool: str = "prefork",
+        **env: str,
+    ) -> Child:
+        """``manage.py run_agent`` in its own process; returns once its worker is ready."""
+        args = [
+            sys.executable,
+            "manage.py",
+            "run_agent",
+            module,
+            "--agent-id",
+            agent_id,
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            pool,
+        ]
+        return self._start(f"agent-{agent_id}", args, {**AGENT_ENV, **env}, " ready.")
 
     def stop_all(self) -> None:
         self.group.stop_all()

@@ -343,7 +343,7 @@ def record_failure(
     now = timezone.now()
     with transaction.atomic():
         invocation = (
-            Invocation.objects.select_for_update()
+            Invocation.objects.select_for_update(of=("self",))
             .select_related("capability", "pinned_agent")
             .filter(pk=invocation_id, status=RUNNING, attempt=attempt)
             .first()
@@ -460,7 +460,7 @@ def retry(invocation_id: Any) -> Invocation:
     now = timezone.now()
     with transaction.atomic():
         invocation = (
-            Invocation.objects.select_for_update()
+            Invocation.objects.select_for_update(of=("self",))
             .select_related("capability", "pinned_agent")
             .filter(pk=invocation_id)
             .first()
@@ -520,7 +520,7 @@ def sweep_deadlines(*, batch_size: int | None = None) -> int:
     while True:
         with transaction.atomic():
             batch = list(
-                Invocation.objects.select_for_update(skip_locked=True)
+                Invocation.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("capability", "pinned_agent")
                 .filter(status=RUNNING, deadline_at__lt=now)
                 .order_by("deadline_at")[:batch_size]
@@ -553,7 +553,7 @@ def requeue_running_on(agent_ids: list[int], *, now: datetime) -> int:
     The lost attempt is recorded as ``lost`` and does not count against max_retries.
     """
     batch = list(
-        Invocation.objects.select_for_update()
+        Invocation.objects.select_for_update(of=("self",))
         .select_related("capability", "pinned_agent")
         .filter(agent_id__in=agent_ids, status=RUNNING)
     )

@@ -1,0 +1,203 @@
+"""Invocations end to end: real `run_agent` worker processes on this run's database and broker."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from django.db import transaction
+from django.test.utils import override_settings
+from rest_framework.test import APIClient
+
+from agents import services
+from agents.models import Agent, Invocation, InvocationAttempt
+from agents.services import invocations as invocation_services
+from tests.processes import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def finished(invocation, timeout: float = 30) -> Invocation:
+    def done():
+        inv = Invocation.objects.get(pk=invocation.pk)
+        return inv if inv.is_finished else None
+
+    return wait_until(done, timeout=timeout, interval=0.1, message=f"invocation {invocation.pk} to finish")
+
+
+def invoke(capability: str, input: dict, **kwargs) -> Invocation:
+    return services.invoke(capability=capability, input=input, requested_by="user:test", **kwargs)[0]
+
+
+def test_a_call_runs_on_an_agent_and_its_output_is_recorded_through_the_api(processes, staff_user):
+    processes.agent(agent_id="sample-1")
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    response = client.post("/api/invocations/?wait=20", {"capability": "echo", "input": {"x": 1}}, format="json")
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert data["status"] == "succeeded", data
+    assert data["output"] == {"echo": {"x": 1}, "agent_id": "sample-1", "attempt": 1}
+    assert data["agent"] == "sample-1" and [a["outcome"] for a in data["attempts"]] == ["succeeded"]
+    assert Agent.objects.get(agent_id="sample-1").calls_completed == 1
+
+
+def test_a_bad_output_fails_the_call_with_a_clear_error(processes):
+    processes.agent(agent_id="sample-1")
+    invocation = finished(invoke("bad_output", {}))
+    assert invocation.status == "failed" and invocation.error_type == "OutputSchemaError"
+    assert "'answer' is a required property" in invocation.error_message
+
+
+def test_the_same_message_delivered_twice_runs_and_records_once(processes, tmp_path):
+    path = tmp_path / "runs.txt"
+    processes.agent(agent_id="sample-1", concurrency=2)
+    processes.agent(agent_id="sample-2", concurrency=2)
+    with transaction.atomic():  # three deliveries of one call, published together at commit
+        invocation = invoke("record", {"path": str(path), "sleep": 0.3})
+        invocation_services.dispatch_again(invocation)
+        invocation_services.dispatch_again(invocation)
+    assert finished(invocation).status == "succeeded"
+    time.sleep(1.0)  # let the duplicates arrive and be refused
+    assert len(path.read_text().splitlines()) == 1
+    assert InvocationAttempt.objects.filter(invocation=invocation).count() == 1
+
+
+def test_500_concurrent_calls_over_two_agents_all_succeed_exactly_once(processes):
+    processes.agent(agent_id="sample-1", concurrency=4, pool="threads")
+    processes.agent(agent_id="sample-2", concurrency=4, pool="threads")
+    calls = [invoke("echo", {"n": i}) for i in range(500)]
+    wait_until(
+        lambda: Invocation.objects.filter(status="succeeded").count() == 500,
+        timeout=120,
+        interval=0.5,
+        message="500 calls to succeed",
+    )
+    assert InvocationAttempt.objects.count() == 500
+    assert all(Invocation.objects.get(pk=c.pk).output["echo"] == {"n": i} for i, c in enumerate(calls[:20]))
+    by_agent = dict(Agent.objects.filter(agent_id__startswith="sample-").values_list("agent_id", "calls_completed"))
+    assert sum(by_agent.values()) == 500 and all(n > 0 for n in by_agent.values()), by_agent
+
+
+def test_retries_back_off_and_keep_each_error(processes):
+    processes.agent(agent_id="sample-1")
+    ok = finished(invoke("flaky", {"fail_times": 2}, max_retries=3))
+    assert ok.status == "succeeded" and ok.output == {"succeeded_on_attempt": 3}
+    attempts = list(InvocationAttempt.objects.filter(invocation=ok).order_by("number"))
+    assert [a.outcome for a in attempts] == ["failed", "failed", "succeeded"]
+    assert [a.error_message for a in attempts[:2]] == ["failure number 1", "failure number 2"]
+    for before, after, base in zip(attempts, attempts[1:], (0.2, 0.4), strict=False):
+        assert (after.started_at - before.finished_at).total_seconds() >= base / 2  # backoff with jitter
+    gave_up = finished(invoke("flaky", {"fail_times": 5}, max_retries=1))
+    assert gave_up.status == "failed" and gave_up.failed_attempts == 2 and gave_up.error_type == "ValueError"
+
+
+def test_soft_time_limit_times_out_the_attempt(processes):
+    processes.agent(agent_id="sample-1")
+    invocation = finished(invoke("slow", {"seconds": 10}, timeout=1))
+    assert invocation.status == "timed_out" and invocation.error_type == "SoftTimeLimitExceeded"
+
+
+def test_hard_time_limit_kills_it_and_the_deadline_sweep_records_it(processes):
+    processes.agent(agent_id="sample-1")
+    with override_settings(MASP_HARD_TIMEOUT_GRACE=1):
+        invocation = invoke("stubborn", {}, timeout=1)
+
+    def swept():
+        services.sweep_deadlines()
+        return Invocation.objects.get(pk=invocation.pk).is_finished
+
+    wait_until(swept, timeout=30, interval=0.5, message="the deadline sweep")
+    invocation.refresh_from_db()
+    assert invocation.status == "timed_out" and invocation.error_type == "TimeoutError"
+
+
+def test_cancel_a_queued_call_before_any_agent_and_a_running_one(processes, tmp_path):
+    from tests.sample_agents import agent as sample
+
+    record = sample.capabilities["record"]  # the contract exists before any agent runs
+    services.create_capability(name="record", input_schema=record.input_schema, output_schema=record.output_schema)
+    queued = invoke("record", {"path": str(tmp_path / "never.txt")})
+    assert services.cancel(queued.pk).status == "cancelled"
+    processes.agent(agent_id="sample-1")
+    marker = tmp_path / "started"
+    running = invoke("slow", {"seconds": 30, "started_marker": str(marker)})
+    wait_until(marker.exists, message="the slow call to start")
+    services.cancel(running.pk)
+    assert finished(running).status == "cancelled"
+    assert InvocationAttempt.objects.get(invocation=running).outcome == "cancelled"
+    assert not (tmp_path / "never.txt").exists()
+    assert not InvocationAttempt.objects.filter(invocation=queued).exists()
+
+
+def test_drain_stops_new_work_while_the_call_in_flight_finishes(processes, staff_user, tmp_path):
+    processes.agent(agent_id="sample-1")
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    marker = tmp_path / "started"
+    first = invoke("slow", {"seconds": 2, "started_marker": str(marker)})
+    wait_until(marker.exists, message="the first call to start")
+    response = client.post("/api/agents/sample-1/drain/")
+    assert response.status_code == 200 and response.json()["acknowledged"] is True, response.content
+    second = invoke("echo", {"late": True})
+    assert finished(first).status == "succeeded"
+    time.sleep(1.5)
+    second.refresh_from_db()
+    assert second.status == "queued"
+    assert "draining" in services.waiting_reason(second)
+    assert Agent.objects.get(agent_id="sample-1").state == "draining"
+    assert client.post("/api/agents/sample-1/resume/").json()["acknowledged"] is True
+    assert finished(second).status == "succeeded"
+
+
+def test_a_killed_worker_loses_nothing_the_call_runs_once_on_a_live_agent(processes, tmp_path):
+    processes.worker(MASP_HEARTBEAT_INTERVAL="1", MASP_STALE_TIMEOUT="3")  # runs the stale sweep below
+    a = processes.agent(agent_id="victim")
+    processes.agent(agent_id="survivor", MASP_HEARTBEAT_INTERVAL="0.5")
+    # Only the victim takes calls until it dies: the survivor drains for now.
+    services.change_state(agent_id="survivor", state="draining")
+    from agents.services import fleet
+
+    fleet.drain(agent_id="survivor")
+    marker = tmp_path / "started"
+    invocation = invoke("slow", {"seconds": 3, "started_marker": str(marker)})
+    wait_until(marker.exists, message="the call to start on the victim")
+    assert marker.read_text() == "victim"
+    a.signal(signal.SIGKILL, group=True)  # the worker and its pool, as an OOM kill or a lost host would
+    fleet.resume(agent_id="survivor")
+
+    def sweep():
+        with override_settings(MASP_STALE_TIMEOUT=3):
+            services.sweep_stale_agents()
+        return Invocation.objects.get(pk=invocation.pk).is_finished
+
+    wait_until(sweep, timeout=60, interval=0.5, message="the call to be re-queued and finished")
+    invocation.refresh_from_db()
+    assert invocation.status == "succeeded" and invocation.output["agent_id"] == "survivor"
+    outcomes = list(
+        InvocationAttempt.objects.filter(invocation=invocation)
+        .order_by("number")
+        .values_list("agent__agent_id", "outcome")
+    )
+    assert outcomes == [("victim", "lost"), ("survivor", "succeeded")]
+    assert Agent.objects.get(agent_id="victim").state == "offline"
+
+
+def test_an_agent_offering_nothing_is_never_sent_work(processes):
+    processes.agent("tests.sample_idle_agent", agent_id="idle-one")
+    processes.agent(agent_id="sample-1")
+    calls = [invoke("echo", {"n": i}) for i in range(20)]
+    for call in calls:
+        assert finished(call).agent.agent_id == "sample-1"
+    assert not Invocation.objects.filter(agent__agent_id="idle-one").exists()
+
+
+def test_sigterm_finishes_the_call_in_flight_then_goes_offline(processes, tmp_path):
+    agent = processes.agent(agent_id="sample-1")
+    marker = tmp_path / "started"
+    invocation = invoke("slow", {"seconds": 2, "started_marker": str(marker)})
+    wait_until(marker.exists, message="the call to start")
+    agent.signal(signal.SIGTERM)
+    assert finished(invocation).status == "succeeded"
+    wait_until(lambda: Agent.objects.get(agent_id="sample-1").state == "offline", message="offline after SIGTERM")

@@ -13,14 +13,26 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from agents import selectors, services
-from agents.models import Agent, AgentCapability, AgentEvent, AgentState, Capability, Tag
+from agents.models import (
+    Agent,
+    AgentCapability,
+    AgentEvent,
+    AgentState,
+    Capability,
+    Invocation,
+    InvocationAttempt,
+    InvocationStatus,
+    Tag,
+)
 from agents.schemas import schema_error
+from agents.services import fleet
 from masplatform.exceptions import ServiceError
 
 STATE_COLOURS = {
     AgentState.IDLE: "#2e7d32",
     AgentState.BUSY: "#1565c0",
     AgentState.ERROR: "#c62828",
+    AgentState.DRAINING: "#ef6c00",
     AgentState.OFFLINE: "#757575",
 }
 
@@ -114,7 +126,7 @@ class AgentAdmin(admin.ModelAdmin):
     search_fields = ["agent_id", "name"]
     list_per_page = 50
     show_full_result_count = False
-    actions = ["mark_offline", "unregister"]
+    actions = ["drain", "resume", "mark_offline", "unregister"]
     inlines = [OfferInline]
     readonly_fields = [
         "agent_id",
@@ -233,6 +245,14 @@ class AgentAdmin(admin.ModelAdmin):
         for line in failed[:10]:
             self.message_user(request, line, messages.WARNING)
 
+    @admin.action(description="Drain selected agents (finish calls in flight, take no new ones)")
+    def drain(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        self._run(request, queryset, lambda a: fleet.drain(agent_id=a), "Draining")
+
+    @admin.action(description="Resume selected draining agents")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        self._run(request, queryset, lambda a: fleet.resume(agent_id=a), "Resumed")
+
     @admin.action(description="Mark selected agents offline")
     def mark_offline(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         self._run(
@@ -273,6 +293,7 @@ class CapabilityAdmin(admin.ModelAdmin):
     list_display = ["name", "description", "live_agents", "lowest_cost", "updated_at"]
     search_fields = ["name", "description"]
     readonly_fields = [
+        "fleet",
         "pretty_input_schema",
         "pretty_output_schema",
         "live_agents",
@@ -294,6 +315,19 @@ class CapabilityAdmin(admin.ModelAdmin):
     @admin.display(description="lowest cost", ordering="lowest_cost")
     def lowest_cost(self, capability: Capability):
         return capability.lowest_cost
+
+    @admin.display(description="fleet (last hour)")
+    def fleet(self, capability: Capability) -> str:
+        if not capability.pk:
+            return "–"
+        stats = selectors.capability_fleet_stats(capability)
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{}</td></tr>",
+            ((k.replace("_", " "), "–" if v is None else v) for k, v in stats.items()),
+        )
+        url = reverse("admin:agents_invocation_changelist") + f"?capability__id__exact={capability.pk}"
+        return format_html('<table>{}</table><a href="{}">invocations</a>', rows, url)
 
     @admin.display(description="input schema (current)")
     def pretty_input_schema(self, capability: Capability) -> str:
@@ -361,3 +395,150 @@ class AgentEventAdmin(admin.ModelAdmin):
 @admin.register(Tag)
 class TagAdmin(admin.ModelAdmin):
     search_fields = ["name"]
+
+
+INVOCATION_COLOURS = {
+    InvocationStatus.QUEUED: "#6d4c41",
+    InvocationStatus.RUNNING: "#1565c0",
+    InvocationStatus.SUCCEEDED: "#2e7d32",
+    InvocationStatus.FAILED: "#c62828",
+    InvocationStatus.TIMED_OUT: "#ef6c00",
+    InvocationStatus.CANCELLED: "#757575",
+}
+
+
+class AttemptInline(admin.TabularInline):
+    model = InvocationAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "agent", "outcome", "started_at", "finished_at", "duration_ms", "error_type", "error_message"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Invocation)
+class InvocationAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_id",
+        "capability_link",
+        "status_badge",
+        "priority",
+        "agent_link",
+        "attempt",
+        "progress_pct",
+        "requested_by",
+        "created_at",
+        "duration",
+    ]
+    list_filter = ["status", "capability", "priority"]
+    search_fields = ["id", "requested_by", "idempotency_key", "agent__agent_id"]
+    list_select_related = ["capability", "agent"]
+    list_per_page = 50
+    show_full_result_count = False
+    date_hierarchy = "created_at"
+    actions = ["retry_selected", "cancel_selected"]
+    inlines = [AttemptInline]
+    fields = [
+        "id",
+        "capability",
+        "status_badge",
+        "waiting",
+        "priority",
+        "timeout",
+        "max_retries",
+        "attempt",
+        "failed_attempts",
+        "agent",
+        "pinned_agent",
+        "requested_by",
+        "idempotency_key",
+        "pretty_input",
+        "pretty_output",
+        "error_type",
+        "error_message",
+        "error_traceback",
+        "progress",
+        "progress_message",
+        "cancel_requested",
+        "created_at",
+        "queued_at",
+        "not_before",
+        "started_at",
+        "deadline_at",
+        "finished_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False  # invoke through the API (POST /api/invocations/)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="id")
+    def short_id(self, invocation: Invocation) -> str:
+        return str(invocation.pk)[:8]
+
+    @admin.display(description="capability", ordering="capability__name")
+    def capability_link(self, invocation: Invocation) -> str:
+        url = reverse("admin:agents_capability_change", args=[invocation.capability_id])
+        return format_html('<a href="{}">{}</a>', url, invocation.capability.name)
+
+    @admin.display(description="agent", ordering="agent__agent_id")
+    def agent_link(self, invocation: Invocation) -> str:
+        if not invocation.agent_id:
+            return "–"
+        url = reverse("admin:agents_agent_change", args=[invocation.agent_id])
+        return format_html('<a href="{}">{}</a>', url, invocation.agent.agent_id)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, invocation: Invocation) -> str:
+        return badge(invocation.get_status_display(), INVOCATION_COLOURS.get(invocation.status, "#757575"))
+
+    @admin.display(description="progress")
+    def progress_pct(self, invocation: Invocation) -> str:
+        return "–" if invocation.progress is None else f"{invocation.progress:.0%}"
+
+    @admin.display(description="duration")
+    def duration(self, invocation: Invocation) -> str:
+        if invocation.started_at and invocation.finished_at:
+            return f"{(invocation.finished_at - invocation.started_at).total_seconds() * 1000:.0f} ms"
+        return "–"
+
+    @admin.display(description="why it waits")
+    def waiting(self, invocation: Invocation) -> str:
+        return services.waiting_reason(invocation) or "–"
+
+    @admin.display(description="input")
+    def pretty_input(self, invocation: Invocation) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(invocation.input, indent=2, sort_keys=True))
+
+    @admin.display(description="output")
+    def pretty_output(self, invocation: Invocation) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(invocation.output, indent=2, sort_keys=True))
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Invocation], service, verb: str) -> None:
+        done, failed = 0, []
+        for pk in queryset.values_list("pk", flat=True):
+            try:
+                service(pk)
+                done += 1
+            except ServiceError as exc:
+                failed.append(f"{str(pk)[:8]}: {exc.detail}")
+        if done:
+            self.message_user(request, f"{verb} {done} invocation(s).", messages.SUCCESS)
+        for line in failed[:10]:
+            self.message_user(request, line, messages.WARNING)
+
+    @admin.action(description="Retry selected (failed, timed out or cancelled) invocations")
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Invocation]) -> None:
+        self._each(request, queryset, services.retry, "Re-queued")
+
+    @admin.action(description="Cancel selected invocations")
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Invocation]) -> None:
+        self._each(request, queryset, services.cancel, "Cancelled")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from demo.client import Api, ApiError
 from demo.seed_agents import WORKER_CAPS, seed_agents
-from demo.tables import table
+from masplatform.tables import table
 
 Say = Callable[[str], None]
 

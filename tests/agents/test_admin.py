@@ -114,3 +114,41 @@ def test_admin_never_deletes_agents_and_deletes_capabilities_only_through_the_se
     assert response.status_code == 302 and not Capability.objects.filter(name="new_cap").exists()
     changelist = admin_client.get(reverse("admin:agents_capability_changelist")).content.decode()
     assert "delete_selected" not in changelist
+
+
+def test_invocation_admin_lists_with_badges_and_retries_and_cancels(admin_client):
+    from agents import services
+
+    CapabilityFactory(name="calc")
+    a = AgentFactory(agent_id="runner", offers={"calc": 1})
+    failed, _ = services.invoke(capability="calc", input={}, requested_by="user:x")
+    claimed = services.claim(str(failed.pk), agent=a)
+    services.record_failure(failed.pk, attempt=claimed.attempt, error_type="ValueError", error_message="boom")
+    queued, _ = services.invoke(capability="calc", input={}, requested_by="user:x")
+    html = admin_client.get(reverse("admin:agents_invocation_changelist")).content.decode()
+    assert "failed" in html and "queued" in html and "runner" in html and "border-radius" in html
+    page = admin_client.get(reverse("admin:agents_invocation_change", args=[failed.pk])).content.decode()
+    assert "boom" in page and "ValueError" in page
+    url = reverse("admin:agents_invocation_changelist")
+    admin_client.post(url, {"action": "retry_selected", "_selected_action": [failed.pk]})
+    admin_client.post(url, {"action": "cancel_selected", "_selected_action": [queued.pk]})
+    failed.refresh_from_db()
+    queued.refresh_from_db()
+    assert (failed.status, queued.status) == ("queued", "cancelled")
+    html = admin_client.get(reverse("admin:agents_capability_change", args=[a.offers.first().capability_id]))
+    assert "queue depth" in html.content.decode()
+
+
+def test_fleet_command_refuses_agents_without_a_worker(django_user_model):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    AgentFactory(agent_id="no-worker")
+    with pytest.raises(CommandError):
+        call_command("fleet", "drain", "no-worker", stderr=StringIO())
+    with pytest.raises(CommandError, match="name the agents"):
+        call_command("fleet", "drain")
+    out = StringIO()
+    call_command("fleet", "status", stdout=out)
+    assert "no-worker" in out.getvalue()

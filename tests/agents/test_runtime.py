@@ -201,3 +201,22 @@ def test_sigterm_finishes_the_call_in_flight_then_goes_offline(processes, tmp_pa
     agent.signal(signal.SIGTERM)
     assert finished(invocation).status == "succeeded"
     wait_until(lambda: Agent.objects.get(agent_id="sample-1").state == "offline", message="offline after SIGTERM")
+
+
+def test_fleet_command_drains_shows_and_resumes_a_worker_and_shuts_it_down(processes):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    agent = processes.agent(agent_id="sample-1")
+    out = StringIO()
+    call_command("fleet", "drain", "sample-1", stdout=out)
+    assert "sample-1: drain -> draining; worker agent.sample-1@" in out.getvalue() and "acknowledged" in out.getvalue()
+    out = StringIO()
+    call_command("fleet", "status", stdout=out)
+    assert "draining" in out.getvalue() and "cap.echo" not in out.getvalue() and "echo" in out.getvalue()
+    call_command("fleet", "resume", "sample-1", stdout=StringIO())
+    assert finished(invoke("echo", {})).status == "succeeded"
+    call_command("fleet", "shutdown", "sample-1", stdout=StringIO())
+    agent.popen.wait(30)
+    wait_until(lambda: Agent.objects.get(agent_id="sample-1").state == "offline", message="offline after shutdown")

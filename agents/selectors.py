@@ -109,12 +109,17 @@ def registry_stats() -> dict[str, Any]:
 
 def queue_depth(queue_name: str) -> int | None:
     """Messages waiting in a broker queue (None if the broker cannot be asked)."""
+    from amqp.exceptions import ChannelError
+
     from masplatform.celery import app
 
     try:
         with app.connection_for_read() as conn:
             return conn.default_channel.queue_declare(queue=queue_name, passive=True).message_count
-    except Exception:
+    except ChannelError as exc:
+        # 404: never declared, or on Redis simply empty (an empty list does not exist): nothing waits
+        return 0 if getattr(exc, "reply_code", None) == 404 else None
+    except Exception:  # a broker hiccup: unknown, not an error
         return None
 
 

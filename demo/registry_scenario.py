@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from demo.client import Api, ApiError
-from demo.seed_agents import WORKER_CAPS, seed_agents
+from demo.seed_agents import seed_agents, validation_worker_capability
 from masplatform.tables import table
 
 Say = Callable[[str], None]
@@ -15,6 +15,7 @@ Say = Callable[[str], None]
 def run(api: Api, say: Say, *, stale_timeout: float, silent: str = "image_agent_5") -> dict[str, str]:
     """Runs through the API as staff and as each agent; returns the agents' tokens."""
     say("\n== 1. The seed's agents register themselves (POST /api/agents/)")
+    sync_contracts(api, say)
     tokens: dict[str, str] = {}
     rows = []
     for body in seed_agents():
@@ -28,7 +29,7 @@ def run(api: Api, say: Say, *, stale_timeout: float, silent: str = "image_agent_
     clash = {
         "agent_id": "worker_clash",
         "name": "clash",
-        "capabilities": [{**WORKER_CAPS["validation_worker"], "name": "validation"}],
+        "capabilities": [{**validation_worker_capability(), "name": "validation"}],
     }
     try:
         api.post("/api/agents/", clash)
@@ -110,6 +111,26 @@ def run(api: Api, say: Say, *, stale_timeout: float, silent: str = "image_agent_
         )
     )
     return tokens
+
+
+def sync_contracts(api: Api, say: Say) -> None:
+    """A database from an older demo may hold older contracts: staff bring them up to date (PUT)."""
+    seen = set()
+    for body in seed_agents():
+        for cap in body["capabilities"]:
+            if cap["name"] in seen:
+                continue
+            seen.add(cap["name"])
+            try:
+                current = api.get(f"/api/capabilities/{cap['name']}/")
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            wanted = {k: cap[k] for k in ("description", "input_schema", "output_schema")}
+            if any(current[k] != v for k, v in wanted.items()):
+                api.request("PUT", f"/api/capabilities/{cap['name']}/", {"name": cap["name"], **wanted})
+                say(f"  (updated the contract of '{cap['name']}' left by an older demo: PUT /api/capabilities/)")
 
 
 def print_discovery(api: Api, say: Say) -> None:

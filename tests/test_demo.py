@@ -38,5 +38,9 @@ def test_demo_runs_the_registry_scenario_and_cleans_up(tmp_path):
     assert "image_agent_5: offline" in out
     assert "event: went_offline idle -> offline" in out
     assert "revived=True state=idle" in out
+    assert "7 agent workers ready" in out
+    assert "data_ingestion    process_data   data_agent_" in out and "24 of 24 succeeded" in out
+    assert "{'sum': 15, 'product': 50}" in out and "{'valid': False, 'length': 0}" in out
+    assert "HTTP 400" in out and "/a: 'ten' is not of type 'number'" in out
     assert "/admin/   (login: admin / admin)" in out and "/api/docs/" in out
     assert not embedded_broker.is_running(tmp_path)  # the demo stops what it started

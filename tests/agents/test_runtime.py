@@ -10,7 +10,7 @@ from django.db import transaction
 from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
-from agents import services
+from agents import selectors, services
 from agents.models import Agent, Invocation, InvocationAttempt
 from agents.services import invocations as invocation_services
 from tests.processes import wait_until
@@ -141,6 +141,7 @@ def test_drain_stops_new_work_while_the_call_in_flight_finishes(processes, staff
     response = client.post("/api/agents/sample-1/drain/")
     assert response.status_code == 200 and response.json()["acknowledged"] is True, response.content
     second = invoke("echo", {"late": True})
+    wait_until(lambda: selectors.queue_depth("cap.echo") == 1, message="the call waiting in the broker queue")
     assert finished(first).status == "succeeded"
     time.sleep(1.5)
     second.refresh_from_db()
@@ -220,3 +221,50 @@ def test_fleet_command_drains_shows_and_resumes_a_worker_and_shuts_it_down(proce
     call_command("fleet", "shutdown", "sample-1", stdout=StringIO())
     agent.popen.wait(30)
     wait_until(lambda: Agent.objects.get(agent_id="sample-1").state == "offline", message="offline after shutdown")
+
+
+def test_invocations_run_with_rabbitmq_as_the_broker(processes):
+    import subprocess
+    import sys
+
+    from django.conf import settings
+    from kombu import Connection
+
+    from tests import stack
+    from tests.processes import process_env
+    from tests.sample_agents import agent as sample
+
+    if stack.stack() != "services":
+        pytest.skip("RabbitMQ is part of the services pass")
+    url = stack.DEFAULT_AMQP
+    if not stack.reachable(url):
+        if stack.services_required():
+            pytest.fail(f"RabbitMQ not reachable at {url} and MASP_REQUIRE_SERVICES=1")
+        pytest.skip(f"RabbitMQ not reachable at {url}")
+    queues = [f"cap.{name}" for name in sample.capabilities] + ["agent.sample-amqp"]
+    try:
+        processes.agent(agent_id="sample-amqp", MASP_BROKER_URL=url)
+        code = (
+            "from agents import services; "
+            "print(services.invoke(capability='echo', input={'via': 'amqp'}, requested_by='user:amqp',"
+            " priority=9)[0].pk)"
+        )
+        env = {**process_env(), "MASP_BROKER_URL": url}
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=settings.BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        invocation = Invocation.objects.get(pk=result.stdout.strip().splitlines()[-1])
+        done = finished(invocation)
+        assert done.status == "succeeded" and done.agent.agent_id == "sample-amqp"
+        assert done.output["echo"] == {"via": "amqp"}
+    finally:
+        with Connection(url) as conn:
+            channel = conn.channel()
+            for name in queues:
+                channel.queue_delete(name)

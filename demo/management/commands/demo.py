@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import urllib.request
 
@@ -12,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from demo import registry_scenario
+from demo import invocation_scenario, registry_scenario
 from demo.client import Api
 from masplatform import embedded_broker
 from masplatform.procs import ProcessGroup, beat_args, web_args, worker_args
@@ -82,6 +83,32 @@ class Command(BaseCommand):
             token = Api(base).post("/api/auth/token/", {"username": login, "password": password})["token"]
             api = Api(base, f"Token {token}")
             registry_scenario.run(api, self.say, stale_timeout=STALE_TIMEOUT)
+            self.say("\n== Starting the seed's agents as Celery workers (manage.py run_agent)")
+            agents = [
+                group.start(
+                    f"agent-{agent_id}",
+                    [
+                        sys.executable,
+                        "manage.py",
+                        "run_agent",
+                        module,
+                        "--agent-id",
+                        agent_id,
+                        "--concurrency",
+                        "2",
+                        "--pool",
+                        "threads",
+                    ],
+                )
+                for agent_id, module in invocation_scenario.REAL_AGENTS
+            ]
+            for agent in agents:
+                agent.wait_for_log(" ready.", timeout=90)
+            self.say(
+                f"  {len(agents)} agent workers ready: "
+                + ", ".join(agent_id for agent_id, _ in invocation_scenario.REAL_AGENTS)
+            )
+            invocation_scenario.run(api, self.say)
             self.say(
                 "\n== Where to look"
                 + ("" if serve else " (while the platform runs: make run, or make demo ARGS=--serve)")
@@ -89,7 +116,8 @@ class Command(BaseCommand):
             self.say(f"  admin     {base}/admin/   (login: {login} / {password})")
             self.say(f"  API docs  {base}/api/docs/   (schema: {base}/api/schema/)")
             self.say(f"  agents    {base}/admin/agents/agent/   events: {base}/admin/agents/agentevent/")
-            self.say(f"  logs      {log_dir}/web.log, worker.log, beat.log")
+            self.say(f"  invocations {base}/admin/agents/invocation/   API: {base}/api/invocations/")
+            self.say(f"  logs      {log_dir}/ (web.log, worker.log, beat.log, agent-<id>.log)")
             if serve:
                 self.say("\nServing until Ctrl-C (agents stop heartbeating now, so the sweep will take them offline).")
                 group.supervise()

@@ -268,3 +268,18 @@ def test_invocations_run_with_rabbitmq_as_the_broker(processes):
             channel = conn.channel()
             for name in queues:
                 channel.queue_delete(name)
+
+
+def test_a_higher_priority_call_waiting_in_the_queue_runs_first(processes):
+    from agents.services import fleet
+
+    processes.agent(agent_id="sample-1", concurrency=1)
+    fleet.drain(agent_id="sample-1")
+    low = [invoke("echo", {"n": i}, priority=0) for i in range(3)]
+    high = invoke("echo", {"urgent": True}, priority=9)
+    wait_until(lambda: selectors.queue_depth("cap.echo") == 4, message="four calls waiting in the queue")
+    fleet.resume(agent_id="sample-1")
+    for call in [*low, high]:
+        finished(call)
+    order = list(Invocation.objects.order_by("started_at").values_list("pk", flat=True))
+    assert order[0] == high.pk

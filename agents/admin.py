@@ -206,13 +206,13 @@ class AgentAdmin(admin.ModelAdmin):
             '<a href="{}">{}</a>',
             (
                 (reverse("admin:agents_capability_change", args=[o.capability.pk]), o.capability.name)
-                for o in agent.offers.all()
+                for o in selectors.offers_of(agent)
             ),
         )
 
     @admin.display(description="tags")
     def tag_list(self, agent: Agent) -> str:
-        return ", ".join(sorted(t.name for t in agent.tags.all()))
+        return ", ".join(selectors.tags_of(agent))
 
     @admin.display(description="metadata")
     def pretty_metadata(self, agent: Agent) -> str:

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.validators import RegexValidator
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import (
@@ -18,6 +19,7 @@ from agents.models import (
     InvocationAttempt,
 )
 from agents.schemas import schema_error
+from agents.selectors import offers_of, tags_of
 from agents.services import CapabilitySpec
 
 capability_name = RegexValidator(
@@ -95,7 +97,7 @@ class OfferSerializer(serializers.Serializer):
 
 class AgentSerializer(serializers.ModelSerializer):
     tags = serializers.SerializerMethodField()
-    capabilities = OfferSerializer(source="offers", many=True, read_only=True)
+    capabilities = serializers.SerializerMethodField()
     heartbeat_age_seconds = serializers.SerializerMethodField()
     available = serializers.BooleanField(source="is_available", read_only=True)
 
@@ -129,7 +131,11 @@ class AgentSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_tags(self, agent: Agent) -> list[str]:
-        return sorted(t.name for t in agent.tags.all())
+        return tags_of(agent)
+
+    @extend_schema_field(OfferSerializer(many=True))
+    def get_capabilities(self, agent: Agent) -> list[dict]:
+        return [{"name": o.capability.name, "cost": o.cost} for o in offers_of(agent)]
 
     def get_heartbeat_age_seconds(self, agent: Agent) -> float:
         return round((timezone.now() - agent.last_heartbeat_at).total_seconds(), 3)

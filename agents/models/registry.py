@@ -62,7 +62,9 @@ class Tag(models.Model):
 
 
 class Agent(models.Model):
-    agent_id = models.SlugField(max_length=100, unique=True)
+    # Unique by a named constraint (below), not unique=True: on PostgreSQL that would add a second,
+    # varchar_pattern_ops index, which every write of the row must maintain and no query uses.
+    agent_id = models.SlugField(max_length=100, db_index=False)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
     state = models.CharField(max_length=16, choices=AgentState.choices, default=AgentState.IDLE)
@@ -89,19 +91,12 @@ class Agent(models.Model):
     avg_response_time_ms = models.FloatField(null=True, blank=True)
 
     # sha256 of the agent's token; the token itself is shown once, at registration.
-    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
 
     class Meta:
         ordering = ["-health_score", "cpu_load", "agent_id"]
         indexes = [
             # Discovery: registered agents in the seed's order (health desc, load asc).
-            models.Index(
-                "state",
-                models.F("health_score").desc(),
-                "cpu_load",
-                name="agent_discovery_idx",
-                condition=Q(unregistered_at__isnull=True),
-            ),
             models.Index(
                 models.F("health_score").desc(),
                 "cpu_load",
@@ -115,9 +110,14 @@ class Agent(models.Model):
                 name="agent_heartbeat_idx",
                 condition=Q(unregistered_at__isnull=True) & ~Q(state="offline"),
             ),
-            models.Index(fields=["unregistered_at"], name="agent_unregistered_idx"),
+            # The purge: only unregistered agents, so sweeps and heartbeats of live ones never touch it.
+            models.Index(
+                fields=["unregistered_at"], name="agent_unregistered_idx", condition=Q(unregistered_at__isnull=False)
+            ),
         ]
         constraints = [
+            models.UniqueConstraint(fields=["agent_id"], name="agent_agent_id_unique"),
+            models.UniqueConstraint(fields=["token_hash"], name="agent_token_hash_unique"),
             models.CheckConstraint(condition=Q(health_score__gte=0) & Q(health_score__lte=1), name="agent_health_0_1"),
             models.CheckConstraint(condition=Q(cpu_load__gte=0) & Q(cpu_load__lte=1), name="agent_cpu_load_0_1"),
             models.CheckConstraint(condition=Q(state__in=AgentState.values), name="agent_state_valid"),

@@ -374,39 +374,69 @@ def unregister_agent(*, agent_id: str, reason: str = "") -> Agent:
 def sweep_stale_agents(*, timeout: float | None = None, batch_size: int | None = None) -> int:
     """Mark every registered agent with no heartbeat for ``timeout`` seconds offline. Returns how many.
 
-    Set-based: per batch, one SELECT ... FOR UPDATE SKIP LOCKED of ids, one
-    INSERT ... SELECT of events and one UPDATE; the running invocations of
-    those agents are re-queued for other agents in the same transaction. Safe to run twice at once:
-    concurrent sweeps take disjoint rows on PostgreSQL (SKIP LOCKED) and are
-    serialised by SQLite's write lock, and each batch re-checks staleness
-    under the lock, so every agent gets one ``went_offline`` event.
+    Set-based, in batches of ``batch_size``: on PostgreSQL one statement per
+    batch (a CTE: SELECT ... FOR UPDATE SKIP LOCKED, UPDATE, INSERT of the
+    events); elsewhere a SELECT of ids, one INSERT ... SELECT of events and one
+    UPDATE. The running invocations of those agents are re-queued for other
+    agents in the same transaction. Safe to run twice at once: concurrent
+    sweeps take disjoint rows on PostgreSQL (SKIP LOCKED) and are serialised
+    by SQLite's write lock, and each batch re-checks staleness under the lock,
+    so every agent gets one ``went_offline`` event.
     """
     timeout = settings.MASP_STALE_TIMEOUT if timeout is None else timeout
     batch_size = batch_size or settings.MASP_SWEEP_BATCH_SIZE
     now = timezone.now()
     cutoff = now - timedelta(seconds=timeout)
-    stale = Agent.objects.filter(unregistered_at__isnull=True, last_heartbeat_at__lt=cutoff).exclude(
-        state=AgentState.OFFLINE
-    )
     details = json.dumps({"reason": "no heartbeat", "stale_timeout_seconds": timeout, "cutoff": cutoff.isoformat()})
+    sweep_batch = _sweep_batch_postgresql if connection.vendor == "postgresql" else _sweep_batch_portable
     total = 0
     while True:
         with transaction.atomic():
-            ids = list(
-                stale.order_by("pk").select_for_update(skip_locked=True).values_list("pk", flat=True)[:batch_size]
-            )
-            if not ids:
-                break
-            _insert_offline_events(ids, now=now, details=details)
-            total += Agent.objects.filter(pk__in=ids).update(
-                state=AgentState.OFFLINE, state_changed_at=now, in_flight=0
-            )
-            requeue_running_on(ids, now=now)
+            ids = sweep_batch(cutoff=cutoff, now=now, batch_size=batch_size, details=details)
+            if ids:
+                requeue_running_on(ids, now=now)
+        total += len(ids)
         if len(ids) < batch_size:
             break
     if total:
         logger.info("event=stale_sweep agents_offline=%d timeout=%s", total, timeout)
     return total
+
+
+def _sweep_batch_portable(*, cutoff: datetime, now: datetime, batch_size: int, details: str) -> list[int]:
+    stale = Agent.objects.filter(unregistered_at__isnull=True, last_heartbeat_at__lt=cutoff).exclude(
+        state=AgentState.OFFLINE
+    )
+    ids = list(stale.order_by("pk").select_for_update(skip_locked=True).values_list("pk", flat=True)[:batch_size])
+    if ids:
+        _insert_offline_events(ids, now=now, details=details)
+        Agent.objects.filter(pk__in=ids).update(state=AgentState.OFFLINE, state_changed_at=now, in_flight=0)
+    return ids
+
+
+def _sweep_batch_postgresql(*, cutoff: datetime, now: datetime, batch_size: int, details: str) -> list[int]:
+    """One round trip per batch: lock, update and record in a single statement; returns the agents' ids."""
+    qn = connection.ops.quote_name
+    agents, events = qn(Agent._meta.db_table), qn(AgentEvent._meta.db_table)
+    sql = f"""
+        WITH stale AS (
+            SELECT id, state FROM {agents}
+            WHERE unregistered_at IS NULL AND last_heartbeat_at < %s AND state <> %s
+            ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE {agents} AS a SET state = %s, state_changed_at = %s, in_flight = 0
+            FROM stale WHERE a.id = stale.id
+            RETURNING a.id, stale.state AS from_state
+        )
+        INSERT INTO {events} (agent_id, kind, at, from_state, to_state, details)
+        SELECT id, %s, %s, from_state, %s, %s::jsonb FROM moved
+        RETURNING agent_id
+    """
+    offline = AgentState.OFFLINE.value
+    params = [cutoff, offline, batch_size, offline, now, AgentEventKind.WENT_OFFLINE.value, now, offline, details]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _insert_offline_events(ids: list[int], *, now: datetime, details: str) -> None:

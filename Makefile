@@ -37,6 +37,7 @@ run: setup
 
 bench: setup
 	$(PY) bench/registry.py $(ARGS)
+	$(PY) bench/invocations.py $(ARGS)
 
 clean:
 	-$(PY) manage.py broker stop

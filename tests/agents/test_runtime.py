@@ -124,6 +124,8 @@ def test_cancel_a_queued_call_before_any_agent_and_a_running_one(processes, tmp_
     marker = tmp_path / "started"
     running = invoke("slow", {"seconds": 30, "started_marker": str(marker)})
     wait_until(marker.exists, message="the slow call to start")
+    wait_until(lambda: Invocation.objects.get(pk=running.pk).progress, message="progress reported by the function")
+    assert Invocation.objects.get(pk=running.pk).progress_message == "sleeping"
     services.cancel(running.pk)
     assert finished(running).status == "cancelled"
     assert InvocationAttempt.objects.get(invocation=running).outcome == "cancelled"

@@ -153,6 +153,7 @@ class CapabilityViewSet(NamedNotFoundMixin, viewsets.ModelViewSet):
     serializer_class = CapabilitySerializer
     lookup_field = "name"
     not_found_noun = "capability"
+    agents_may_read = True  # an agent calling a capability needs its contract
     lookup_value_regex = CAPABILITY_NAME_RE.strip("^$")
     search_fields = ["name", "description"]
     ordering_fields = ["name", "live_agents", "lowest_cost"]

@@ -18,7 +18,9 @@ class AgentDiscoveryFilter(django_filters.FilterSet):
     state = django_filters.ChoiceFilter(choices=AgentState.choices, method="_noop")
     min_health = django_filters.NumberFilter(method="_noop")
     max_cpu_load = django_filters.NumberFilter(method="_noop")
-    available = StrictBooleanFilter(method="_noop", help_text="true: not offline and below max concurrency.")
+    available = StrictBooleanFilter(
+        method="_noop", help_text="true: live, not draining or in error, and below max concurrency."
+    )
     include_unregistered = StrictBooleanFilter(method="_noop")
 
     def _noop(self, queryset: QuerySet, name: str, value: object) -> QuerySet:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,6 +18,14 @@ from agents.models import Agent, AgentState, Invocation, InvocationStatus
 from agents.sdk import AgentDefinition, CallContext, Cancelled
 
 logger = logging.getLogger("agents.runtime")
+
+
+class CallLogger(logging.LoggerAdapter):
+    """Prefixes each line with the ids that let an operator follow one invocation."""
+
+    def process(self, msg, kwargs):
+        extra = self.extra
+        return f"invocation={extra['invocation']} attempt={extra['attempt']} agent_id={extra['agent_id']} {msg}", kwargs
 
 
 @dataclass
@@ -65,7 +73,10 @@ def execute(invocation_id: str) -> str:
             error_message=f"agent '{agent.agent_id}' has no function for '{invocation.capability.name}'",
         )
         return "failed"
-    call_log = logging.LoggerAdapter(logger, {"invocation": str(invocation.pk), "attempt": attempt})
+    call_log = CallLogger(
+        logging.getLogger(f"agents.calls.{capability.name}"),
+        {"invocation": str(invocation.pk), "attempt": attempt, "agent_id": agent.agent_id},
+    )
     ctx = CallContext(
         invocation_id=str(invocation.pk),
         attempt=attempt,
@@ -143,22 +154,24 @@ class Heartbeat(threading.Thread):
         self.sent_state = state if result.state in (AgentState.IDLE, AgentState.BUSY) else None
 
     def run(self) -> None:
+        from masplatform.exceptions import Conflict, NotFound
+
         while not self.stopping.is_set():
             try:
                 close_old_connections()
                 self.beat_once()
+            except (Conflict, NotFound) as exc:
+                # Unregistered (or purged) while running: this worker must stop taking its calls.
+                logger.warning(
+                    "event=agent_gone agent_id=%s detail=%s action=warm_shutdown",
+                    self.runtime.definition.agent_id,
+                    exc.detail,
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             except Exception:
                 logger.warning("event=heartbeat_failed agent_id=%s", self.runtime.definition.agent_id, exc_info=True)
             self.stopping.wait(settings.MASP_HEARTBEAT_INTERVAL)
 
     def stop(self) -> None:
         self.stopping.set()
-
-
-def wait_for_in_flight(agent_pk: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while (
-        time.monotonic() < deadline
-        and Invocation.objects.filter(agent_id=agent_pk, status=InvocationStatus.RUNNING).exists()
-    ):
-        time.sleep(0.2)

@@ -21,10 +21,11 @@ def periodic_tasks() -> list[dict[str, Any]]:
             "description": "Agents with no heartbeat for MASP_STALE_TIMEOUT seconds go offline.",
         },
         {
-            "name": "invocations: time out calls past their deadline",
+            "name": "invocations: time out calls past their deadline, re-send lost messages",
             "task": "agents.tasks.sweep_invocation_deadlines",
             "every": settings.MASP_DEADLINE_SWEEP_INTERVAL,
-            "description": "Running calls with no outcome past timeout + grace: retried or timed out.",
+            "description": "Running calls with no outcome past timeout + grace: retried or timed out. Queued "
+            "calls whose message is older than MASP_REDISPATCH_AFTER: published again.",
         },
         {
             "name": "registry: purge old agents and events",

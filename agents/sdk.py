@@ -42,8 +42,9 @@ class CapabilityDefinition:
     name: str
     function: CapabilityFunction
     description: str = ""
-    input_schema: dict[str, Any] | bool = field(default_factory=dict)
-    output_schema: dict[str, Any] | bool = field(default_factory=dict)
+    # None: adopt the capability's existing contract ({} for a new capability), as in the API
+    input_schema: dict[str, Any] | bool | None = None
+    output_schema: dict[str, Any] | bool | None = None
     cost: float = 1.0
 
 

@@ -15,8 +15,8 @@ from agents.models import Agent, AgentCapability, AgentState, Capability, Tag
 HEALTHY = 0.8
 DEGRADED = 0.5
 LIVE = Q(unregistered_at__isnull=True) & ~Q(state=AgentState.OFFLINE)
-# Live, not draining, and below its max concurrency: an agent that would take a new call.
-AVAILABLE = LIVE & ~Q(state=AgentState.DRAINING) & Q(in_flight__lt=F("max_concurrency"))
+# Live, neither draining nor in error, and below its max concurrency: an agent that would take a new call.
+AVAILABLE = LIVE & ~Q(state__in=[AgentState.DRAINING, AgentState.ERROR]) & Q(in_flight__lt=F("max_concurrency"))
 
 
 def agent_for_token(token_hash: str) -> Agent | None:

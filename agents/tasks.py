@@ -16,8 +16,8 @@ def purge_agent_history() -> dict[str, int]:
 
 
 @shared_task(ignore_result=True)
-def sweep_invocation_deadlines() -> int:
-    return services.sweep_deadlines()
+def sweep_invocation_deadlines() -> dict[str, int]:
+    return {"timed_out": services.sweep_deadlines(), "redispatched": services.redispatch_waiting()}
 
 
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)

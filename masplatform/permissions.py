@@ -29,6 +29,8 @@ class IsStaffOrReadOnlyUser(BasePermission):
         if not (user and user.is_authenticated):
             return False
         if is_agent(request):
+            if request.method in SAFE_METHODS and getattr(view, "agents_may_read", False):
+                return True
             self.message = AGENT_TOKEN_SCOPE
             return False
         return bool(user.is_staff or request.method in SAFE_METHODS)

@@ -68,6 +68,7 @@ class Invocation(models.Model):
     cancel_requested = models.BooleanField(default=False)
     created_at = models.DateTimeField()
     queued_at = models.DateTimeField(help_text="when it was (last) put on the queue")
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="when its last message was published")
     not_before = models.DateTimeField(null=True, blank=True, help_text="retry backoff: not to run before")
     started_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
@@ -80,6 +81,7 @@ class Invocation(models.Model):
             models.Index(fields=["agent", "status"], name="invocation_agent_idx"),
             models.Index(fields=["deadline_at"], name="invocation_deadline_idx", condition=Q(status="running")),
             models.Index(fields=["-created_at"], name="invocation_created_idx"),
+            models.Index(fields=["dispatched_at"], name="invocation_waiting_idx", condition=Q(status="queued")),
             models.Index(fields=["capability", "-finished_at"], name="invocation_finished_idx"),
         ]
         constraints = [

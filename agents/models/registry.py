@@ -136,7 +136,11 @@ class Agent(models.Model):
 
     @property
     def is_available(self) -> bool:
-        return self.is_live and self.state != AgentState.DRAINING and self.in_flight < self.max_concurrency
+        return (
+            self.is_live
+            and self.state not in (AgentState.DRAINING, AgentState.ERROR)
+            and self.in_flight < self.max_concurrency
+        )
 
     def can_move_to(self, state: str) -> bool:
         return state == self.state or state in ALLOWED_TRANSITIONS[self.state]

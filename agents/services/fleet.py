@@ -78,7 +78,7 @@ def resume(*, agent_id: str, timeout: float = 3.0) -> FleetResult:
             )
             or []
         )
-    change_state(agent_id=agent_id, state=AgentState.IDLE, reason="resume")
+    change_state(agent_id=agent_id, state=AgentState.IDLE, reason="resume", resume=True)
     logger.info("event=agent_resume agent_id=%s replies=%d", agent_id, len(replies))
     return FleetResult(agent_id, AgentState.IDLE, agent.worker_name, bool(replies), replies)
 
@@ -88,8 +88,10 @@ def shutdown(*, agent_id: str, timeout: float = 3.0) -> FleetResult:
     agent = _agent(agent_id)
     if agent.state != AgentState.DRAINING:
         change_state(agent_id=agent_id, state=AgentState.DRAINING, reason="shutdown")
-    replies = _control().shutdown(destination=[agent.worker_name], reply=True, timeout=timeout) or []
-    logger.info("event=agent_shutdown agent_id=%s replies=%d", agent_id, len(replies))
+    # Celery's shutdown command sends no reply: a ping first tells whether the worker is there to get it.
+    replies = _control().ping(destination=[agent.worker_name], timeout=timeout) or []
+    _control().shutdown(destination=[agent.worker_name])
+    logger.info("event=agent_shutdown agent_id=%s reachable=%s", agent_id, bool(replies))
     return FleetResult(agent_id, AgentState.DRAINING, agent.worker_name, bool(replies), replies)
 
 

@@ -131,6 +131,7 @@ def invoke(
                 requested_by=requested_by,
                 created_at=now,
                 queued_at=now,
+                dispatched_at=now,
             )
             _dispatch_on_commit(invocation, cap.name, pinned.agent_id if pinned else None)
     except IntegrityError:
@@ -186,6 +187,7 @@ def _dispatch_on_commit(
 
 def dispatch_again(invocation: Invocation, countdown: float = 0) -> None:
     """Publish a new message for a queued invocation (after this transaction commits)."""
+    Invocation.objects.filter(pk=invocation.pk).update(dispatched_at=timezone.now())
     pinned = invocation.pinned_agent.agent_id if invocation.pinned_agent_id else None
     _dispatch_on_commit(invocation, invocation.capability.name, pinned, countdown)
 
@@ -306,7 +308,19 @@ def record_success(invocation_id: Any, *, attempt: int, output: Any) -> bool:
         invocation.output = output
         invocation.finished_at = now
         invocation.progress = 1.0
-        invocation.save(update_fields=["status", "output", "finished_at", "progress"])
+        # earlier attempts' errors stay on their attempts; the call itself no longer has one
+        invocation.error_type = invocation.error_message = invocation.error_traceback = ""
+        invocation.save(
+            update_fields=[
+                "status",
+                "output",
+                "finished_at",
+                "progress",
+                "error_type",
+                "error_message",
+                "error_traceback",
+            ]
+        )
         duration = _finish_attempt(invocation.pk, attempt, Outcome.SUCCEEDED, now)
         _count_on_agent(invocation.agent_id, succeeded=True, duration_ms=duration)
         invocation_finished.send(sender=Invocation, invocation=invocation)
@@ -546,11 +560,41 @@ def sweep_deadlines(*, batch_size: int | None = None) -> int:
     return total
 
 
+def redispatch_waiting(*, older_than: float | None = None, batch_size: int | None = None) -> int:
+    """Publish again the queued calls whose message was published more than ``older_than`` seconds ago.
+
+    A message can be lost outside the platform's reach (a publish that failed
+    after the commit, a broker that lost its data, a delayed retry held by a
+    worker that was killed). The database still says ``queued``, so the call
+    is sent again; if the first message does arrive after all, the claim makes
+    the second a no-op. A call that simply waits behind busy agents gets one
+    extra message per period, which its claim also absorbs.
+    """
+    older_than = settings.MASP_REDISPATCH_AFTER if older_than is None else older_than
+    batch_size = batch_size or settings.MASP_SWEEP_BATCH_SIZE
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than)
+    with transaction.atomic():
+        batch = list(
+            Invocation.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("capability", "pinned_agent")
+            .filter(status=QUEUED, dispatched_at__lt=cutoff)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lt=cutoff))
+            .order_by("dispatched_at")[:batch_size]
+        )
+        for invocation in batch:
+            dispatch_again(invocation)
+    if batch:
+        logger.info("event=invocations_redispatched count=%d older_than=%s", len(batch), older_than)
+    return len(batch)
+
+
 def requeue_running_on(agent_ids: list[int], *, now: datetime) -> int:
     """Put the running calls of agents that went offline back on the queue, for another agent.
 
     Called inside the stale sweep's transaction, which holds those Agent rows.
-    The lost attempt is recorded as ``lost`` and does not count against max_retries.
+    The lost attempt is recorded as ``lost`` and does not count against max_retries; after
+    MASP_MAX_LOST_ATTEMPTS lost attempts the call fails (``AgentLost``) instead of taking more agents down.
     """
     batch = list(
         Invocation.objects.select_for_update(of=("self",))
@@ -565,6 +609,16 @@ def requeue_running_on(agent_ids: list[int], *, now: datetime) -> int:
             now,
             error_message="the agent went offline (no heartbeat); re-queued",
         )
+        lost = InvocationAttempt.objects.filter(invocation=invocation, outcome=Outcome.LOST).count()
+        if lost >= settings.MASP_MAX_LOST_ATTEMPTS:  # it takes its agents down with it: stop passing it on
+            invocation.status = InvocationStatus.FAILED
+            invocation.finished_at = now
+            invocation.error_type = "AgentLost"
+            invocation.error_message = f"its agent went offline while running it {lost} times; not re-queued again"
+            invocation.save(update_fields=["status", "finished_at", "error_type", "error_message"])
+            invocation_finished.send(sender=Invocation, invocation=invocation)
+            _finished(invocation, invocation.status)
+            continue
         if invocation.cancel_requested:
             invocation.status = InvocationStatus.CANCELLED
             invocation.finished_at = now
@@ -606,6 +660,12 @@ def waiting_reason(invocation: Invocation) -> str | None:
     taking = live.exclude(state=AgentState.DRAINING)
     if not taking.exists():
         return f"all {n_live} agents that offer '{invocation.capability.name}' are draining"
+    taking = taking.exclude(worker_name="")
+    if not taking.exists():
+        return (
+            f"the {n_live} live agent(s) that offer '{invocation.capability.name}' run no worker "
+            "(registered over the API, not with run_agent)"
+        )
     ahead = (
         Invocation.objects.filter(capability_id=invocation.capability_id, status=QUEUED)
         .filter(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from django.utils import timezone
 
 from agents.models import (
     ALLOWED_TRANSITIONS,
+    CAPABILITY_NAME_RE,
     Agent,
     AgentCapability,
     AgentEvent,
@@ -39,6 +41,7 @@ from agents.services.invocations import requeue_running_on
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
 
 logger = logging.getLogger("agents")
+AGENT_ID_RE = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
 
 
 def hash_token(token: str) -> str:
@@ -79,6 +82,8 @@ def _check_capability_specs(specs: list[CapabilitySpec]) -> None:
     errors: dict[str, str] = {}
     seen: set[str] = set()
     for spec in specs:
+        if not re.match(CAPABILITY_NAME_RE, spec.name):
+            errors[spec.name] = "not a valid name (lowercase letters, digits, '_', '.', '-'; at most 100)"
         if spec.name in seen:
             errors[spec.name] = "declared twice"
         seen.add(spec.name)
@@ -157,6 +162,8 @@ def register_agent(
     Every call issues a new token and stores only its hash, so the token of
     an earlier registration stops working. Returns the token once.
     """
+    if not AGENT_ID_RE.match(agent_id or ""):
+        raise InvalidInput({"agent_id": [f"'{agent_id}' is not a slug (letters, digits, '_' and '-')"]})
     specs = list(capabilities or [])
     _check_capability_specs(specs)
     token = new_token()
@@ -327,8 +334,12 @@ def _transition_refusal(agent: Agent, target: str) -> str:
     return f"Agent '{agent.agent_id}' is {agent.state}; it cannot move to {target} (from {agent.state} it may move to: {allowed})."
 
 
-def change_state(*, agent_id: str, state: str, reason: str = "") -> Agent:
-    """Move ``agent_id`` to ``state``. Same state: no change. A move not allowed: Conflict (409)."""
+def change_state(*, agent_id: str, state: str, reason: str = "", resume: bool = False) -> Agent:
+    """Move ``agent_id`` to ``state``. Same state: no change. A move not allowed: Conflict (409).
+
+    A draining agent leaves draining only for offline, or through ``fleet.resume``
+    (``resume=True``), which also restarts its worker's consumers.
+    """
     _check_figures(cpu_load=None, health_score=None, in_flight=None, state=state)
     now = timezone.now()
     with transaction.atomic():
@@ -337,6 +348,11 @@ def change_state(*, agent_id: str, state: str, reason: str = "") -> Agent:
             return agent
         if not agent.can_move_to(state):
             raise Conflict(_transition_refusal(agent, state))
+        if agent.state == AgentState.DRAINING and state != AgentState.OFFLINE and not resume:
+            raise Conflict(
+                f"Agent '{agent_id}' is draining; POST /api/agents/{agent_id}/resume/ ends it "
+                "(and makes its worker take calls again)."
+            )
         _record_state_change(
             agent,
             to_state=state,

@@ -88,7 +88,9 @@ def test_wait_answers_after_the_timeout_when_nothing_runs(staff_client, calc, br
 
 
 def test_waiting_reasons(staff_client, calc):
-    agent = AgentFactory(agent_id="calc-1", offers={"calculation": 1}, in_flight=1, max_concurrency=1)
+    agent = AgentFactory(
+        agent_id="calc-1", offers={"calculation": 1}, in_flight=1, max_concurrency=1, worker_name="agent.calc-1@host"
+    )
     first, _ = services.invoke(capability="calculation", input={"a": 1, "b": 2}, requested_by="user:x")
     second, _ = services.invoke(capability="calculation", input={"a": 1, "b": 2}, requested_by="user:x")
     reason = staff_client.get(f"/api/invocations/{second.pk}/").json()["waiting_reason"]
@@ -100,6 +102,12 @@ def test_waiting_reasons(staff_client, calc):
         staff_client.get(f"/api/invocations/{pinned.pk}/").json()["waiting_reason"]
         == "the pinned agent 'calc-1' is offline"
     )
+
+
+def test_a_call_offered_only_by_agents_without_a_worker_says_so(staff_client, calc):
+    AgentFactory(agent_id="http-only", offers={"calculation": 1})
+    invocation, _ = services.invoke(capability="calculation", input={"a": 1, "b": 2}, requested_by="user:x")
+    assert "run no worker" in staff_client.get(f"/api/invocations/{invocation.pk}/").json()["waiting_reason"]
 
 
 def test_cancel_a_queued_call_at_once_and_a_finished_one_is_409(staff_client, calc):
@@ -207,3 +215,40 @@ def test_capability_detail_has_fleet_figures(user_client, calc):
     fleet = user_client.get("/api/capabilities/calculation/").json()["fleet"]
     assert fleet["queue"] == "cap.calculation" and fleet["queued"] == 1 and fleet["live_agents"] == 1
     assert fleet["success_rate"] is None and fleet["in_flight"] == 0
+
+
+def test_a_draining_agent_leaves_draining_only_by_resume_or_offline(staff_client):
+    AgentFactory(agent_id="d-1", state="draining")
+    response = staff_client.post("/api/agents/d-1/status/", {"state": "idle"}, format="json")
+    assert response.status_code == 409 and "/resume/" in response.json()["detail"]
+    assert staff_client.post("/api/agents/d-1/status/", {"state": "offline"}, format="json").status_code == 200
+
+
+def test_lost_calls_are_re_queued_a_bounded_number_of_times(calc, settings):
+    from django.utils import timezone
+
+    settings.MASP_MAX_LOST_ATTEMPTS = 2
+    invocation, _ = services.invoke(capability="calculation", input={"a": 1, "b": 2}, requested_by="user:x")
+    for n in range(2):
+        agent = AgentFactory(agent_id=f"doomed-{n}", offers={"calculation": 1})
+        assert services.claim(str(invocation.pk), agent=agent) is not None
+        services.requeue_running_on([agent.pk], now=timezone.now())
+    invocation.refresh_from_db()
+    assert invocation.status == "failed" and invocation.error_type == "AgentLost"
+    assert list(invocation.attempts.values_list("outcome", flat=True)) == ["lost", "lost"]
+
+
+def test_queued_calls_whose_message_is_old_are_sent_again(calc):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    old = timezone.now() - timedelta(minutes=10)
+    waiting, _ = services.invoke(capability="calculation", input={"a": 1, "b": 2}, requested_by="user:x")
+    backoff, _ = services.invoke(capability="calculation", input={"a": 1, "b": 2}, requested_by="user:x")
+    fresh, _ = services.invoke(capability="calculation", input={"a": 1, "b": 2}, requested_by="user:x")
+    Invocation.objects.filter(pk__in=[waiting.pk, backoff.pk]).update(dispatched_at=old)
+    Invocation.objects.filter(pk=backoff.pk).update(not_before=timezone.now() + timedelta(minutes=1))
+    assert services.redispatch_waiting() == 1
+    waiting.refresh_from_db()
+    assert waiting.dispatched_at > old

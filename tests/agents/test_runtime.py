@@ -285,3 +285,46 @@ def test_a_higher_priority_call_waiting_in_the_queue_runs_first(processes):
         finished(call)
     order = list(Invocation.objects.order_by("started_at").values_list("pk", flat=True))
     assert order[0] == high.pk
+
+
+def test_a_call_whose_message_was_lost_still_runs(processes):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.models import Capability
+
+    processes.agent(agent_id="sample-1")
+    now = timezone.now()
+    # A committed call whose message never reached the broker (as if the publish had failed).
+    lost = Invocation.objects.create(
+        capability=Capability.objects.get(name="echo"),
+        input={"lost": True},
+        requested_by="user:test",
+        created_at=now,
+        queued_at=now,
+        dispatched_at=now - timedelta(minutes=10),
+    )
+    assert services.redispatch_waiting() == 1
+    assert finished(lost).status == "succeeded"
+
+
+def test_a_crashed_pool_process_is_timed_out_by_the_deadline_sweep(processes):
+    processes.agent(agent_id="sample-1")
+    with override_settings(MASP_HARD_TIMEOUT_GRACE=1):
+        invocation = invoke("crash", {}, timeout=1)
+
+    def swept():
+        services.sweep_deadlines()
+        return Invocation.objects.get(pk=invocation.pk).is_finished
+
+    wait_until(swept, timeout=30, interval=0.5, message="the deadline sweep")
+    invocation.refresh_from_db()
+    assert invocation.status == "timed_out"
+
+
+def test_an_unregistered_agents_worker_stops_taking_calls(processes):
+    agent = processes.agent(agent_id="sample-1")
+    services.unregister_agent(agent_id="sample-1")
+    agent.popen.wait(30)  # its heartbeat finds it unregistered and shuts the worker down
+    assert agent.popen.returncode is not None

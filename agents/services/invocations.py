@@ -31,7 +31,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, FloatField, Q, Value
+from django.db.models.functions import Coalesce
 from django.dispatch import Signal
 from django.utils import timezone
 from jsonschema import Draft202012Validator
@@ -273,12 +274,11 @@ def _count_on_agent(agent_id: int | None, *, succeeded: bool, duration_ms: float
         return
     if succeeded:
         done = F("calls_completed")
-        avg = duration_ms if duration_ms is not None else 0.0
-        # running mean over completed calls, in SQL: avg + (x - avg) / (n + 1)
-        Agent.objects.filter(pk=agent_id, avg_response_time_ms__isnull=True).update(avg_response_time_ms=avg)
+        x = Value(duration_ms if duration_ms is not None else 0.0, output_field=FloatField())
+        mean = Coalesce(F("avg_response_time_ms"), x)
+        # one UPDATE: the running mean over completed calls, mean + (x - mean) / (n + 1)
         Agent.objects.filter(pk=agent_id).update(
-            calls_completed=done + 1,
-            avg_response_time_ms=F("avg_response_time_ms") + (avg - F("avg_response_time_ms")) / (done + 1),
+            calls_completed=done + 1, avg_response_time_ms=mean + (x - mean) / (done + 1)
         )
     else:
         Agent.objects.filter(pk=agent_id).update(calls_failed=F("calls_failed") + 1)

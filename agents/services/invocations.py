@@ -207,39 +207,41 @@ def claim(invocation_id: str, *, agent: Agent) -> Claim | None:
     pinned to another agent.
     """
     now = timezone.now()
-    row = (
-        Invocation.objects.filter(pk=invocation_id, status=QUEUED, cancel_requested=False)
+    invocation = (
+        Invocation.objects.select_related("capability")
+        .filter(pk=invocation_id, status=QUEUED, cancel_requested=False)
         .filter(Q(pinned_agent__isnull=True) | Q(pinned_agent=agent))
-        .values("attempt", "timeout", "not_before")
         .first()
     )
-    if row is None:
+    if invocation is None:
         return None
-    early = (row["not_before"] - now).total_seconds() if row["not_before"] else 0
+    early = (invocation.not_before - now).total_seconds() if invocation.not_before else 0
     if early > 0.5:  # a message ahead of its backoff (clock skew, a duplicate): send it again for later
         with transaction.atomic():
-            invocation = Invocation.objects.select_related("capability", "pinned_agent").get(pk=invocation_id)
             dispatch_again(invocation, countdown=early)
         return None
-    attempt = row["attempt"] + 1
-    deadline = now + timedelta(seconds=row["timeout"] + settings.MASP_HARD_TIMEOUT_GRACE)
+    previous = invocation.attempt
+    claimed = {
+        "status": RUNNING,
+        "attempt": previous + 1,
+        "agent": agent,
+        "started_at": now,
+        "deadline_at": now + timedelta(seconds=invocation.timeout + settings.MASP_HARD_TIMEOUT_GRACE),
+        "not_before": None,
+        "progress": None,
+        "progress_message": "",
+    }
     with transaction.atomic():
-        taken = Invocation.objects.filter(pk=invocation_id, status=QUEUED, attempt=row["attempt"]).update(
-            status=RUNNING,
-            attempt=attempt,
-            agent=agent,
-            started_at=now,
-            deadline_at=deadline,
-            not_before=None,
-            progress=None,
-            progress_message="",
-        )
-        if not taken:
+        # the compare-and-swap: only one claimer moves it from this attempt to the next
+        if not Invocation.objects.filter(pk=invocation_id, status=QUEUED, attempt=previous).update(**claimed):
             return None
-        InvocationAttempt.objects.create(invocation_id=invocation_id, number=attempt, agent=agent, started_at=now)
-    invocation = Invocation.objects.select_related("capability").get(pk=invocation_id)
-    logger.info("event=invocation_claimed invocation=%s attempt=%d agent_id=%s", invocation_id, attempt, agent.agent_id)
-    return Claim(invocation, attempt)
+        InvocationAttempt.objects.create(invocation_id=invocation_id, number=previous + 1, agent=agent, started_at=now)
+    for field, value in claimed.items():
+        setattr(invocation, field, value)
+    logger.info(
+        "event=invocation_claimed invocation=%s attempt=%d agent_id=%s", invocation_id, previous + 1, agent.agent_id
+    )
+    return Claim(invocation, previous + 1)
 
 
 def _finish_attempt(

@@ -36,9 +36,11 @@ Then, with the agent worker stopped, a per-call breakdown in this process: for
 ``--breakdown`` calls it runs ``invoke``, then what the worker does
 (reconnect, as Celery's Django fixup closes the connection around every task;
 ``services.claim``; the function and ``check_output``; ``services.record_success``),
-timing every SQL statement and every COMMIT. On PostgreSQL it also reads
-``pg_stat_database`` around the throughput run (transactions, sessions, rows
-per call). ``--py-spy DIR`` records the agent worker with py-spy during the
+timing every SQL statement and every COMMIT. During both throughput runs it
+reads the CPU time of every process from /proc (this process, each worker
+with its pool, the database server, redis-server, the rest of the machine),
+and on PostgreSQL ``pg_stat_database`` (transactions, sessions, rows per
+call). ``--py-spy DIR`` records the agent worker with py-spy during the
 platform's throughput run (diagnostic; ``pip install py-spy``).
 
 It never touches the developer's database or var/: each stack runs in its
@@ -625,10 +627,9 @@ def measure_all(
         per = {k: (pg1[k] - pg0[k]) / n for k in pg0}
         result.raw["pg_per_call"] = per
         result.notes.append(
-            "pg_stat_database per call during the platform throughput run (both sides, plus the 50 ms count "
+            "pg_stat_database per call during the platform throughput run (both sides, plus the 50 ms "
             f"polls): {per['xact_commit']:.1f} transactions, {per['sessions']:.2f} new sessions (connections), "
-            f"{per['tup_inserted']:.1f} rows inserted, {per['tup_updated']:.1f} rows updated, "
-            f"{per['tup_fetched']:.1f} rows fetched"
+            f"{per['tup_inserted']:.1f} rows inserted, {per['tup_updated']:.1f} rows updated"
         )
     result.notes.append(
         f"platform throughput: {plat_tp['succeeded']} succeeded, {plat_tp['attempts']} attempt rows, "
@@ -739,20 +740,23 @@ def platform_throughput(n: int) -> dict[str, Any]:
 
     from agents import services
     from agents.models import Capability, Invocation, InvocationAttempt, InvocationStatus
+    from agents.models.invocation import FINISHED
 
     cap = Capability.objects.get(name=CAPABILITY)
     batch = uuid.uuid4().hex
-    # Every earlier call has finished, so "none queued or running" means all of these have. Counting the
-    # unfinished ones walks invocation_queue_idx over fewer rows as the run goes (cheap for the poller).
+    # Every earlier call has finished, so "none queued or running" means all of these have. The poll is
+    # kept cheap for the database: first the last call by primary key (calls run in FIFO order), then
+    # the rest (at most the one still running in the other pool process).
     unfinished = Invocation.objects.filter(
         capability=cap, status__in=(InvocationStatus.QUEUED, InvocationStatus.RUNNING)
     )
     start_wall, start = time.time(), time.perf_counter()
     for i in range(n):
-        services.invoke(capability=CAPABILITY, input={"i": i, "batch": batch}, requested_by=REQUESTED_BY)
+        last, _ = services.invoke(capability=CAPABILITY, input={"i": i, "batch": batch}, requested_by=REQUESTED_BY)
     publish_s = time.perf_counter() - start
     deadline = time.monotonic() + max(300, n / 5)
-    while unfinished.exists():
+    last_done = Invocation.objects.filter(pk=last.pk, status__in=FINISHED)
+    while not last_done.exists() or unfinished.exists():
         if time.monotonic() > deadline:
             raise RuntimeError(f"platform: {unfinished.count()} of {n} calls unfinished at the time limit")
         time.sleep(POLL_INTERVAL)
@@ -951,8 +955,10 @@ class SqlTimer:
             return execute(sql, params, many, context)
         finally:
             dt = time.perf_counter() - t0
-            self.statements[(self.step, statement_label(sql))].append(dt)
-            self.counts[self.step]["statements"] += 1
+            label = statement_label(sql)
+            self.statements[(self.step, label)].append(dt)
+            if label != "BEGIN":  # SQLite's BEGIN IMMEDIATE: part of the transaction, counted under commits
+                self.counts[self.step]["statements"] += 1
             self.counts[self.step]["sql_s"] += dt
 
     def install_commit_timer(self, connection) -> None:
@@ -970,8 +976,15 @@ class SqlTimer:
 
 
 def per_call_breakdown(result: StackResult, n: int) -> None:
-    """invoke(), then the worker's steps, timed one call at a time (no agent worker running)."""
-    from django.db import connection
+    """invoke(), then the worker's steps, timed one call at a time (no agent worker running).
+
+    The invoke side runs in this thread on a connection it keeps, as in the runs above. The worker's
+    steps run in a second thread, whose own connection (Django's are per thread) is closed before and
+    after each call, as Celery's Django fixup does around every task.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
 
     from agents import runtime, services
     from agents.examples.noop import agent as noop_agent
@@ -991,51 +1004,66 @@ def per_call_breakdown(result: StackResult, n: int) -> None:
         steps[step].append(time.perf_counter() - t0)
         return value
 
-    def one_call(i: int) -> None:
-        invocation, _ = timed(
-            "invoke side: services.invoke (incl. publish)",
-            lambda: services.invoke(capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY),
-        )
-        connection.close()  # Celery's Django fixup closes the connection before and after every task
-        timed("worker: connect (Celery fixup closes per task)", connection.ensure_connection)
-        claimed = timed("worker: services.claim", lambda: services.claim(str(invocation.pk), agent=agent))
-        inv, attempt = claimed.invocation, claimed.attempt
-        capability = noop_agent.capabilities[inv.capability.name]
+    def timed_connection():
+        conn = connections["default"]  # this thread's
+        if "_commit" not in vars(conn):  # an attribute of the wrapper object: it survives reconnects
+            timer.install_commit_timer(conn)
+        return conn
 
-        def run() -> Any:
-            ctx = CallContext(
-                invocation_id=str(inv.pk),
-                attempt=attempt,
-                deadline=inv.started_at,
-                agent_id=agent.agent_id,
-                capability=capability.name,
-                logger=logging.getLogger("bench"),
+    def worker_steps(invocation_id: str) -> None:
+        conn = timed_connection()
+        with conn.execute_wrapper(timer.wrapper):
+            conn.close()  # Celery's Django fixup closes the connection before and after every task
+            timed("worker: connect (Celery fixup closes per task)", conn.ensure_connection)
+            claimed = timed("worker: services.claim", lambda: services.claim(invocation_id, agent=agent))
+            inv, attempt = claimed.invocation, claimed.attempt
+            capability = noop_agent.capabilities[inv.capability.name]
+
+            def run() -> Any:
+                ctx = CallContext(
+                    invocation_id=str(inv.pk),
+                    attempt=attempt,
+                    deadline=inv.started_at,
+                    agent_id=agent.agent_id,
+                    capability=capability.name,
+                    logger=logging.getLogger("bench"),
+                )
+                output = capability.function(inv.input, ctx)
+                assert not services.check_output(inv.capability, output)
+                return output
+
+            output = timed("worker: function + check_output", run)
+            timed(
+                "worker: services.record_success (incl. notify)",
+                lambda: services.record_success(inv.pk, attempt=attempt, output=output),
             )
-            output = capability.function(inv.input, ctx)
-            assert not services.check_output(inv.capability, output)
-            return output
+            conn.close()
 
-        output = timed("worker: function + check_output", run)
-        timed(
-            "worker: services.record_success (incl. notify)",
-            lambda: services.record_success(inv.pk, attempt=attempt, output=output),
-        )
-        connection.close()
+    def worker_done() -> None:
+        conn = connections["default"]
+        conn.close()
+        vars(conn).pop("_commit", None)
 
-    timer.install_commit_timer(connection)  # an attribute of the wrapper object: it survives reconnects
-    try:
-        with connection.execute_wrapper(timer.wrapper):
-            for i in range(min(20, n)):  # warm-up, not counted
-                one_call(i)
-                connection.ensure_connection()  # the invoke side keeps its connection, as in the runs above
-            steps.clear()
-            timer.statements.clear()
-            timer.counts.clear()
-            for i in range(n):
-                one_call(i)
-                connection.ensure_connection()
-    finally:
-        del connection._commit
+    invoke_conn = timed_connection()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-worker") as worker:
+        try:
+            with invoke_conn.execute_wrapper(timer.wrapper):
+                for rnd, count in (("warm-up", min(20, n)), ("timed", n)):
+                    if rnd == "timed":
+                        steps.clear()
+                        timer.statements.clear()
+                        timer.counts.clear()
+                    for i in range(count):
+                        invocation, _ = timed(
+                            "invoke side: services.invoke (incl. publish)",
+                            lambda i=i: services.invoke(
+                                capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY
+                            ),
+                        )
+                        worker.submit(worker_steps, str(invocation.pk)).result()
+        finally:
+            worker.submit(worker_done).result()
+            vars(invoke_conn).pop("_commit", None)
 
     total = {"statements": 0.0, "commits": 0.0, "mean_ms": 0.0, "sql_ms": 0.0, "commit_ms": 0.0}
     worker_total = dict(total)
@@ -1066,9 +1094,11 @@ def per_call_breakdown(result: StackResult, n: int) -> None:
             }
         )
     result.notes.append(
-        f"breakdown: {n} calls one at a time in this process, after the agent worker stopped; 'commits' counts "
-        "COMMITs of atomic blocks (statements outside one autocommit on their own); SQLite's PRAGMAs at connect "
-        "are not statements here; the publish of invoke() and the notify of record_success are in 'rest'"
+        f"breakdown: {n} calls one at a time in this process, after the agent worker stopped (the worker's "
+        "steps in a second thread with its own connection, reconnecting per call); 'commits' counts "
+        "COMMITs of atomic blocks (statements outside one autocommit on their own); 'statements' leaves out "
+        "SQLite's BEGIN IMMEDIATE (its time is in 'SQL ms') and the PRAGMAs run at connect; the publish of "
+        "invoke() and the notify of record_success are in 'rest'"
     )
 
 

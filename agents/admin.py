@@ -46,6 +46,21 @@ def badge(text: str, colour: str) -> str:
     )
 
 
+def run_each(model_admin: admin.ModelAdmin, request: HttpRequest, keys, service, done_message: str) -> None:
+    """An admin action: call ``service(key)`` for each selected row; report successes and refusals."""
+    done, refused = 0, []
+    for key in keys:
+        try:
+            service(key)
+            done += 1
+        except ServiceError as exc:
+            refused.append(f"{str(key)[:36]}: {exc.detail}")
+    if done:
+        model_admin.message_user(request, done_message.format(done), messages.SUCCESS)
+    for line in refused[:10]:
+        model_admin.message_user(request, line, messages.WARNING)
+
+
 def ago(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 60:
@@ -233,17 +248,7 @@ class AgentAdmin(admin.ModelAdmin):
         return format_html('<table>{}</table><a href="{}">all events</a>', rows, url)
 
     def _run(self, request: HttpRequest, queryset: QuerySet[Agent], service, verb: str) -> None:
-        done, failed = 0, []
-        for agent_id in queryset.values_list("agent_id", flat=True):
-            try:
-                service(agent_id)
-                done += 1
-            except ServiceError as exc:
-                failed.append(f"{agent_id}: {exc.detail}")
-        if done:
-            self.message_user(request, f"{verb} {done} agent(s).", messages.SUCCESS)
-        for line in failed[:10]:
-            self.message_user(request, line, messages.WARNING)
+        run_each(self, request, queryset.values_list("agent_id", flat=True), service, f"{verb} {{}} agent(s).")
 
     @admin.action(description="Drain selected agents (finish calls in flight, take no new ones)")
     def drain(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
@@ -523,17 +528,7 @@ class InvocationAdmin(admin.ModelAdmin):
         return format_html("<pre>{}</pre>", json.dumps(invocation.output, indent=2, sort_keys=True))
 
     def _each(self, request: HttpRequest, queryset: QuerySet[Invocation], service, verb: str) -> None:
-        done, failed = 0, []
-        for pk in queryset.values_list("pk", flat=True):
-            try:
-                service(pk)
-                done += 1
-            except ServiceError as exc:
-                failed.append(f"{str(pk)[:8]}: {exc.detail}")
-        if done:
-            self.message_user(request, f"{verb} {done} invocation(s).", messages.SUCCESS)
-        for line in failed[:10]:
-            self.message_user(request, line, messages.WARNING)
+        run_each(self, request, queryset.values_list("pk", flat=True), service, f"{verb} {{}} invocation(s).")
 
     @admin.action(description="Retry selected (failed, timed out or cancelled) invocations")
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Invocation]) -> None:

@@ -59,6 +59,7 @@ def execute(invocation_id: str) -> str:
             "event=invocation_without_agent invocation=%s: this worker was not started by run_agent", invocation_id
         )
         return "no agent"
+    close_old_connections()  # a reused connection: drop it if broken or past MASP_DB_CONN_MAX_AGE
     agent = Agent(pk=runtime.agent_pk, agent_id=runtime.definition.agent_id)
     claimed = services.claim(invocation_id, agent=agent)
     if claimed is None:

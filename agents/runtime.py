@@ -112,7 +112,9 @@ def execute(invocation_id: str) -> str:
             error_message=f"the output of '{capability.name}' does not match its output schema: {'; '.join(problems)}",
         )
         return "failed"
-    services.record_success(invocation.pk, attempt=attempt, output=output)
+    services.record_success(
+        invocation.pk, attempt=attempt, output=output, started_at=invocation.started_at, agent_pk=runtime.agent_pk
+    )
     return "succeeded"
 
 

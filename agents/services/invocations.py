@@ -48,6 +48,7 @@ logger = logging.getLogger("agents")
 
 # Sent inside the transaction that records a finished invocation (succeeded, failed,
 # timed out or cancelled), so that a receiver (a workflow) commits together with it.
+# Arguments: invocation_id, status.
 invocation_finished = Signal()
 
 Outcome = InvocationAttempt.Outcome
@@ -253,8 +254,9 @@ def _finish_attempt(
     error_type: str = "",
     error_message: str = "",
     error_traceback: str = "",
+    started_at: datetime | None = None,
 ) -> float | None:
-    started = (
+    started = started_at or (
         InvocationAttempt.objects.filter(invocation_id=invocation_id, number=attempt)
         .values_list("started_at", flat=True)
         .first()
@@ -291,42 +293,43 @@ def _finished(invocation: Invocation | str, status: str) -> None:
     transaction.on_commit(lambda: notify.publish(f"invocation:{pk}", status))
 
 
-def record_success(invocation_id: Any, *, attempt: int, output: Any) -> bool:
+def record_success(
+    invocation_id: Any, *, attempt: int, output: Any, started_at: datetime | None = None, agent_pk: int | None = None
+) -> bool:
     """Record the output of ``attempt``; False (nothing written) if that attempt no longer holds the call.
 
     The output must already be valid against the output schema (``check_output``).
     A call whose cancel was requested while it ran is recorded ``cancelled``.
+    One conditional UPDATE in the common case; ``started_at`` and ``agent_pk``
+    (which the worker knows from its claim) save reading them back.
     """
     now = timezone.now()
     with transaction.atomic():
-        invocation = (
-            Invocation.objects.select_for_update().filter(pk=invocation_id, status=RUNNING, attempt=attempt).first()
+        recorded = Invocation.objects.filter(
+            pk=invocation_id, status=RUNNING, attempt=attempt, cancel_requested=False
+        ).update(
+            status=InvocationStatus.SUCCEEDED,
+            output=output,
+            finished_at=now,
+            progress=1.0,
+            # earlier attempts' errors stay on their attempts; the call itself no longer has one
+            error_type="",
+            error_message="",
+            error_traceback="",
         )
-        if invocation is None:
-            return False
-        if invocation.cancel_requested:
-            return _cancel_running(invocation, now)
-        invocation.status = InvocationStatus.SUCCEEDED
-        invocation.output = output
-        invocation.finished_at = now
-        invocation.progress = 1.0
-        # earlier attempts' errors stay on their attempts; the call itself no longer has one
-        invocation.error_type = invocation.error_message = invocation.error_traceback = ""
-        invocation.save(
-            update_fields=[
-                "status",
-                "output",
-                "finished_at",
-                "progress",
-                "error_type",
-                "error_message",
-                "error_traceback",
-            ]
-        )
-        duration = _finish_attempt(invocation.pk, attempt, Outcome.SUCCEEDED, now)
-        _count_on_agent(invocation.agent_id, succeeded=True, duration_ms=duration)
-        invocation_finished.send(sender=Invocation, invocation=invocation)
-        _finished(invocation, invocation.status)
+        if not recorded:
+            invocation = (
+                Invocation.objects.select_for_update().filter(pk=invocation_id, status=RUNNING, attempt=attempt).first()
+            )
+            if invocation is None:
+                return False  # this attempt no longer holds the call
+            return _cancel_running(invocation, now)  # its cancel was requested while it ran
+        if agent_pk is None:
+            agent_pk = Invocation.objects.filter(pk=invocation_id).values_list("agent_id", flat=True).first()
+        duration = _finish_attempt(invocation_id, attempt, Outcome.SUCCEEDED, now, started_at=started_at)
+        _count_on_agent(agent_pk, succeeded=True, duration_ms=duration)
+        invocation_finished.send(sender=Invocation, invocation_id=invocation_id, status=InvocationStatus.SUCCEEDED)
+        _finished(invocation_id, InvocationStatus.SUCCEEDED)
     logger.info(
         "event=invocation_succeeded invocation=%s attempt=%d duration_ms=%.1f", invocation_id, attempt, duration or 0
     )
@@ -417,7 +420,7 @@ def _fail_attempt(
     invocation.status = InvocationStatus.TIMED_OUT if timed_out else InvocationStatus.FAILED
     invocation.finished_at = now
     invocation.save(update_fields=[*fields, "finished_at"])
-    invocation_finished.send(sender=Invocation, invocation=invocation)
+    invocation_finished.send(sender=Invocation, invocation_id=invocation.pk, status=invocation.status)
     _finished(invocation, invocation.status)
     logger.info(
         "event=invocation_%s invocation=%s attempts=%d error=%s",
@@ -433,7 +436,7 @@ def _cancel_running(invocation: Invocation, now: datetime) -> bool:
     invocation.finished_at = now
     invocation.save(update_fields=["status", "finished_at"])
     _finish_attempt(invocation.pk, invocation.attempt, Outcome.CANCELLED, now)
-    invocation_finished.send(sender=Invocation, invocation=invocation)
+    invocation_finished.send(sender=Invocation, invocation_id=invocation.pk, status=invocation.status)
     _finished(invocation, invocation.status)
     logger.info("event=invocation_cancelled invocation=%s while=running", invocation.pk)
     return True
@@ -463,7 +466,7 @@ def cancel(invocation_id: Any) -> Invocation:
             invocation.status = InvocationStatus.CANCELLED
             invocation.finished_at = now
             fields += ["status", "finished_at"]
-            invocation_finished.send(sender=Invocation, invocation=invocation)
+            invocation_finished.send(sender=Invocation, invocation_id=invocation.pk, status=invocation.status)
             _finished(invocation, invocation.status)
         invocation.save(update_fields=fields)
     logger.info("event=invocation_cancel_requested invocation=%s status=%s", invocation_id, invocation.status)
@@ -621,14 +624,14 @@ def requeue_running_on(agent_ids: list[int], *, now: datetime) -> int:
             invocation.error_type = "AgentLost"
             invocation.error_message = f"its agent went offline while running it {lost} times; not re-queued again"
             invocation.save(update_fields=["status", "finished_at", "error_type", "error_message"])
-            invocation_finished.send(sender=Invocation, invocation=invocation)
+            invocation_finished.send(sender=Invocation, invocation_id=invocation.pk, status=invocation.status)
             _finished(invocation, invocation.status)
             continue
         if invocation.cancel_requested:
             invocation.status = InvocationStatus.CANCELLED
             invocation.finished_at = now
             invocation.save(update_fields=["status", "finished_at"])
-            invocation_finished.send(sender=Invocation, invocation=invocation)
+            invocation_finished.send(sender=Invocation, invocation_id=invocation.pk, status=invocation.status)
             _finished(invocation, invocation.status)
             continue
         invocation.status = QUEUED

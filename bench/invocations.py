@@ -33,10 +33,11 @@ Per stack, on one broker and in one run:
    call is finished, one at a time.
 
 Then, with the agent worker stopped, a per-call breakdown in this process: for
-``--breakdown`` calls it runs ``invoke``, then what the worker does
-(reconnect, as Celery's Django fixup closes the connection around every task;
-``services.claim``; the function and ``check_output``; ``services.record_success``),
-timing every SQL statement and every COMMIT. During both throughput runs it
+``--breakdown`` calls it runs ``invoke``, then ``agents.runtime.execute`` as a
+worker does (in a second thread with its own connection), timing
+``services.claim``, ``check_output`` and ``record_success`` apart (wrapped in
+this process only), every SQL statement and every COMMIT, and apart what a new
+database connection costs. During both throughput runs it
 reads the CPU time of every process from /proc (this process, each worker
 with its pool, the database server, redis-server, the rest of the machine),
 and on PostgreSQL ``pg_stat_database`` (transactions, sessions, rows per
@@ -51,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import platform
@@ -227,7 +227,7 @@ def print_result(result: StackResult) -> None:
             )
         )
     if result.breakdown:
-        print("\nPer call, in this process, no concurrency (mean of the breakdown calls):\n")
+        print("\nPer call, in this process, one call at a time (mean of the breakdown calls):\n")
         print(
             format_table(
                 ("side / step", "statements", "commits", "mean ms", "SQL ms", "COMMIT ms", "rest ms"),
@@ -976,11 +976,12 @@ class SqlTimer:
 
 
 def per_call_breakdown(result: StackResult, n: int) -> None:
-    """invoke(), then the worker's steps, timed one call at a time (no agent worker running).
+    """invoke(), then ``runtime.execute`` as a worker runs it, timed one call at a time (no agent worker running).
 
-    The invoke side runs in this thread on a connection it keeps, as in the runs above. The worker's
-    steps run in a second thread, whose own connection (Django's are per thread) is closed before and
-    after each call, as Celery's Django fixup does around every task.
+    The invoke side runs in this thread, the worker side in a second thread with its own database
+    connection (Django's are per thread), both kept across calls as run_agent's workers keep theirs.
+    ``services.claim``, ``check_output`` and ``record_success`` are wrapped in this process only, to time
+    each; what a new connection costs is measured apart.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -989,20 +990,33 @@ def per_call_breakdown(result: StackResult, n: int) -> None:
     from agents import runtime, services
     from agents.examples.noop import agent as noop_agent
     from agents.models import Agent
-    from agents.sdk import CallContext
 
     agent_row = Agent.objects.get(agent_id=noop_agent.agent_id)
     runtime.configure(noop_agent, agent_row, worker_name="bench", concurrency=1)
-    agent = Agent(pk=agent_row.pk, agent_id=agent_row.agent_id)  # as runtime.execute builds it
     timer = SqlTimer()
     steps: dict[str, list[float]] = defaultdict(list)
 
     def timed(step: str, call: Callable[[], Any]) -> Any:
-        timer.step = step
+        outer, timer.step = timer.step, step  # statements and commits count for the innermost step
         t0 = time.perf_counter()
-        value = call()
-        steps[step].append(time.perf_counter() - t0)
-        return value
+        try:
+            return call()
+        finally:
+            steps[step].append(time.perf_counter() - t0)
+            timer.step = outer
+
+    labels = {
+        "claim": "worker: services.claim",
+        "check_output": "worker: services.check_output",
+        "record_success": "worker: services.record_success (incl. notify)",
+    }
+    originals = {name: getattr(services, name) for name in labels}
+
+    def wrapped(name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return timed(labels[name], lambda: originals[name](*args, **kwargs))
+
+        return call
 
     def timed_connection():
         conn = connections["default"]  # this thread's
@@ -1013,31 +1027,19 @@ def per_call_breakdown(result: StackResult, n: int) -> None:
     def worker_steps(invocation_id: str) -> None:
         conn = timed_connection()
         with conn.execute_wrapper(timer.wrapper):
-            conn.close()  # Celery's Django fixup closes the connection before and after every task
-            timed("worker: connect (Celery fixup closes per task)", conn.ensure_connection)
-            claimed = timed("worker: services.claim", lambda: services.claim(invocation_id, agent=agent))
-            inv, attempt = claimed.invocation, claimed.attempt
-            capability = noop_agent.capabilities[inv.capability.name]
+            outcome = timed("worker side: runtime.execute", lambda: runtime.execute(invocation_id))
+        if outcome != "succeeded":
+            raise RuntimeError(f"breakdown: invocation {invocation_id} {outcome}")
 
-            def run() -> Any:
-                ctx = CallContext(
-                    invocation_id=str(inv.pk),
-                    attempt=attempt,
-                    deadline=inv.started_at,
-                    agent_id=agent.agent_id,
-                    capability=capability.name,
-                    logger=logging.getLogger("bench"),
-                )
-                output = capability.function(inv.input, ctx)
-                assert not services.check_output(inv.capability, output)
-                return output
-
-            output = timed("worker: function + check_output", run)
-            timed(
-                "worker: services.record_success (incl. notify)",
-                lambda: services.record_success(inv.pk, attempt=attempt, output=output),
-            )
+    def reconnect_cost(times: int = 20) -> list[float]:
+        conn = connections["default"]
+        out = []
+        for _ in range(times):
             conn.close()
+            t0 = time.perf_counter()
+            conn.ensure_connection()
+            out.append(time.perf_counter() - t0)
+        return out
 
     def worker_done() -> None:
         conn = connections["default"]
@@ -1045,60 +1047,76 @@ def per_call_breakdown(result: StackResult, n: int) -> None:
         vars(conn).pop("_commit", None)
 
     invoke_conn = timed_connection()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-worker") as worker:
-        try:
-            with invoke_conn.execute_wrapper(timer.wrapper):
-                for rnd, count in (("warm-up", min(20, n)), ("timed", n)):
-                    if rnd == "timed":
-                        steps.clear()
-                        timer.statements.clear()
-                        timer.counts.clear()
-                    for i in range(count):
-                        invocation, _ = timed(
-                            "invoke side: services.invoke (incl. publish)",
-                            lambda i=i: services.invoke(
-                                capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY
-                            ),
-                        )
-                        worker.submit(worker_steps, str(invocation.pk)).result()
-        finally:
-            worker.submit(worker_done).result()
-            vars(invoke_conn).pop("_commit", None)
+    for name in labels:
+        setattr(services, name, wrapped(name))
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-worker") as worker:
+            try:
+                with invoke_conn.execute_wrapper(timer.wrapper):
+                    for rnd, count in (("warm-up", min(20, n)), ("timed", n)):
+                        if rnd == "timed":
+                            steps.clear()
+                            timer.statements.clear()
+                            timer.counts.clear()
+                        for i in range(count):
+                            invocation, _ = timed(
+                                "invoke side: services.invoke (incl. publish)",
+                                lambda i=i: services.invoke(
+                                    capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY
+                                ),
+                            )
+                            worker.submit(worker_steps, str(invocation.pk)).result()
+                connect = worker.submit(reconnect_cost).result()
+            finally:
+                worker.submit(worker_done).result()
+                vars(invoke_conn).pop("_commit", None)
+    finally:
+        for name, original in originals.items():
+            setattr(services, name, original)
 
-    total = {"statements": 0.0, "commits": 0.0, "mean_ms": 0.0, "sql_ms": 0.0, "commit_ms": 0.0}
-    worker_total = dict(total)
-    for step, times in steps.items():
+    def row(step: str) -> dict[str, Any]:
         c = timer.counts.get(step, {})
-        row = {
+        return {
             "step": step,
             "statements": c.get("statements", 0) / n,
             "commits": c.get("commits", 0) / n,
-            "mean_ms": statistics.fmean(times) * 1000,
+            "mean_ms": statistics.fmean(steps[step]) * 1000 if steps.get(step) else 0.0,
             "sql_ms": c.get("sql_s", 0) / n * 1000,
             "commit_ms": c.get("commit_s", 0) / n * 1000,
         }
-        result.breakdown.append(row)
-        for key in total:
-            total[key] += row[key]
-            if step.startswith("worker"):
-                worker_total[key] += row[key]
-    result.breakdown.append({"step": "worker side, total", **worker_total})
-    result.breakdown.append({"step": "both sides, total", **total})
-    for (step, label), times in sorted(timer.statements.items(), key=lambda kv: list(steps).index(kv[0][0])):
+
+    execute_step = "worker side: runtime.execute"
+    worker_rows = [row(labels[name]) for name in labels]
+    rest = row(execute_step)  # what execute does outside the three services (its own statements, if any)
+    total = row(execute_step)
+    for key in ("statements", "commits", "sql_ms", "commit_ms"):
+        total[key] += sum(r[key] for r in worker_rows)
+    rest["step"] = "worker: rest of runtime.execute (connection check, function, context, logging)"
+    rest["mean_ms"] = total["mean_ms"] - sum(r["mean_ms"] for r in worker_rows)
+    invoke_row = row("invoke side: services.invoke (incl. publish)")
+    both = {"step": "both sides, total"}
+    for key in ("statements", "commits", "mean_ms", "sql_ms", "commit_ms"):
+        both[key] = total[key] + invoke_row[key]
+    total["step"] = "worker side, total (runtime.execute)"
+    result.breakdown.extend([invoke_row, *worker_rows, rest, total, both])
+    order = [invoke_row["step"], *labels.values(), execute_step]
+    for (step, label), times in sorted(timer.statements.items(), key=lambda kv: order.index(kv[0][0])):
+        short = "runtime.execute" if step == execute_step else step.split(":")[1].strip().split(" ")[0]
         result.statements.append(
-            {
-                "step": step.split(":")[1].strip().split(" ")[0],
-                "label": label,
-                "per_call": len(times) / n,
-                "mean_ms": statistics.fmean(times) * 1000,
-            }
+            {"step": short, "label": label, "per_call": len(times) / n, "mean_ms": statistics.fmean(times) * 1000}
         )
+    connect_ms = latency_summary(connect)
+    result.raw["new_connection_ms"] = connect_ms
     result.notes.append(
-        f"breakdown: {n} calls one at a time in this process, after the agent worker stopped (the worker's "
-        "steps in a second thread with its own connection, reconnecting per call); 'commits' counts "
-        "COMMITs of atomic blocks (statements outside one autocommit on their own); 'statements' leaves out "
-        "SQLite's BEGIN IMMEDIATE (its time is in 'SQL ms') and the PRAGMAs run at connect; the publish of "
-        "invoke() and the notify of record_success are in 'rest'"
+        f"a new database connection (information; run_agent reuses its connection): p50 {connect_ms['p50_ms']:.2f} ms"
+        f", max {connect_ms['max_ms']:.2f} ms ({connect_ms['n']} reconnects)"
+    )
+    result.notes.append(
+        f"breakdown: {n} calls one at a time in this process after the agent worker stopped: invoke() in this "
+        "thread, runtime.execute() in a second thread with its own connection, both connections kept; "
+        "'commits' counts COMMITs of atomic blocks (statements outside one autocommit on their own); "
+        "'statements' leaves out SQLite's BEGIN IMMEDIATE (its time is in 'SQL ms'); the publish of invoke() "
+        "and the notify of record_success are in 'rest'"
     )
 
 

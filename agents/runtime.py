@@ -61,10 +61,43 @@ def execute(invocation_id: str) -> str:
         return "no agent"
     close_old_connections()  # a reused connection: drop it if broken or past MASP_DB_CONN_MAX_AGE
     agent = Agent(pk=runtime.agent_pk, agent_id=runtime.definition.agent_id)
-    claimed = services.claim(invocation_id, agent=agent)
+    try:
+        claimed = services.claim(invocation_id, agent=agent)
+    except SoftTimeLimitExceeded:
+        # The time limit counts from the task's start, so a very short timeout can expire
+        # while the claim itself runs (a cold connection on a loaded host). Record it if the
+        # claim committed; if it did not, the call is still queued and will be sent again.
+        claimed = services.claim_of(invocation_id, agent=agent)
+        if claimed is None:
+            return "not claimed"
+        _timed_out(claimed.invocation, claimed.attempt)
+        return "timed out"
     if claimed is None:
         return "not claimed"
-    invocation, attempt = claimed.invocation, claimed.attempt
+    try:
+        return _run(runtime, agent, claimed.invocation, claimed.attempt)
+    except SoftTimeLimitExceeded:
+        # raised outside the function (checking or recording its output): the recording
+        # transaction rolled back, so the attempt still holds the call
+        _timed_out(claimed.invocation, claimed.attempt)
+        return "timed out"
+
+
+def _timed_out(invocation: Invocation, attempt: int) -> None:
+    from agents import services
+
+    services.record_failure(
+        invocation.pk,
+        attempt=attempt,
+        error_type="SoftTimeLimitExceeded",
+        error_message=f"still running after the {invocation.timeout:g}s time limit",
+        timed_out=True,
+    )
+
+
+def _run(runtime: Runtime, agent: Agent, invocation: Invocation, attempt: int) -> str:
+    from agents import services
+
     capability = runtime.definition.capabilities.get(invocation.capability.name)
     if capability is None:
         services.record_failure(
@@ -89,13 +122,7 @@ def execute(invocation_id: str) -> str:
     try:
         output = capability.function(invocation.input, ctx)
     except SoftTimeLimitExceeded:
-        services.record_failure(
-            invocation.pk,
-            attempt=attempt,
-            error_type="SoftTimeLimitExceeded",
-            error_message=f"still running after the {invocation.timeout:g}s time limit",
-            timed_out=True,
-        )
+        _timed_out(invocation, attempt)
         return "timed out"
     except Cancelled as exc:
         services.record_failure(invocation.pk, attempt=attempt, **services.failure_from_exception(exc))

@@ -245,6 +245,14 @@ def claim(invocation_id: str, *, agent: Agent) -> Claim | None:
     return Claim(invocation, previous + 1)
 
 
+def claim_of(invocation_id: str, *, agent: Agent) -> Claim | None:
+    """The claim ``agent`` holds on a running invocation, if any (after a claim was interrupted)."""
+    invocation = (
+        Invocation.objects.select_related("capability").filter(pk=invocation_id, status=RUNNING, agent=agent).first()
+    )
+    return None if invocation is None else Claim(invocation, invocation.attempt)
+
+
 def _finish_attempt(
     invocation_id: Any,
     attempt: int,

@@ -1,4 +1,4 @@
-"""The registry's periodic sweeps, created in the database for django-celery-beat.
+"""The platform's periodic sweeps (registry, invocations, workflows), created in the database for django-celery-beat.
 
 ``ensure_periodic_tasks`` runs after every ``migrate`` (post_migrate) and from
 ``manage.py setup_periodic_tasks``. It creates what is missing and leaves
@@ -26,6 +26,13 @@ def periodic_tasks() -> list[dict[str, Any]]:
             "every": settings.MASP_DEADLINE_SWEEP_INTERVAL,
             "description": "Running calls with no outcome past timeout + grace: retried or timed out. Queued "
             "calls whose message is older than MASP_REDISPATCH_AFTER: published again.",
+        },
+        {
+            "name": "workflows: end executions past their global timeout",
+            "task": "workflows.tasks.sweep_workflows",
+            "every": settings.MASP_WORKFLOW_SWEEP_INTERVAL,
+            "description": "Executions past their global timeout end as timed_out (their calls are cancelled); "
+            "calls left by finished executions are cancelled; scatter shares pinned to dead agents move.",
         },
         {
             "name": "registry: purge old agents and events",

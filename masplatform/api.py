@@ -7,6 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
 from agents.api import AgentEventViewSet, AgentViewSet, CapabilityViewSet, InvocationViewSet
+from workflows.api import ExecutionViewSet, WorkflowViewSet
 
 
 class ObtainTokenView(ObtainAuthToken):
@@ -31,3 +32,5 @@ router.register("agents", AgentViewSet, basename="agent")
 router.register("capabilities", CapabilityViewSet, basename="capability")
 router.register("agent-events", AgentEventViewSet, basename="agent-event")
 router.register("invocations", InvocationViewSet, basename="invocation")
+router.register("workflows", WorkflowViewSet, basename="workflow")
+router.register("executions", ExecutionViewSet, basename="execution")

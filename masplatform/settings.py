@@ -213,6 +213,8 @@ MASP_RETRY_BACKOFF_MAX = env_float("MASP_RETRY_BACKOFF_MAX", 60.0)
 MASP_DEADLINE_SWEEP_INTERVAL = env_float("MASP_DEADLINE_SWEEP_INTERVAL", 5.0)
 MASP_MAX_LOST_ATTEMPTS = env_int("MASP_MAX_LOST_ATTEMPTS", 3)
 MASP_REDISPATCH_AFTER = env_float("MASP_REDISPATCH_AFTER", 300.0)
+# Workflows: how often the beat sweep ends executions past their global timeout (and re-pins scatter shares).
+MASP_WORKFLOW_SWEEP_INTERVAL = env_float("MASP_WORKFLOW_SWEEP_INTERVAL", 5.0)
 
 # --- Logging: one key=value line per event -----------------------------------
 LOG_LEVEL = env_str("MASP_LOG_LEVEL", "INFO")

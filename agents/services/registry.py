@@ -22,7 +22,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import ProtectedError, Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from agents.models import (
@@ -41,6 +42,23 @@ from agents.services.invocations import requeue_running_on
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
 
 logger = logging.getLogger("agents")
+
+# Sent after the transaction that made the change commits (receivers run their own transactions):
+# agents_offline(agent_pks=[...]) when agents go offline (stale sweep, unregister, state offline);
+# agent_available(agent_pk=...) when an agent registers, revives or becomes idle/busy again.
+agents_offline = Signal()
+agent_available = Signal()
+
+
+def _announce_offline(agent_pks: list[int]) -> None:
+    if agent_pks:
+        transaction.on_commit(lambda: agents_offline.send(sender=Agent, agent_pks=list(agent_pks)))
+
+
+def _announce_available(agent_pk: int) -> None:
+    transaction.on_commit(lambda: agent_available.send(sender=Agent, agent_pk=agent_pk))
+
+
 AGENT_ID_RE = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
 
 
@@ -200,6 +218,7 @@ def register_agent(
             to_state=AgentState.IDLE,
             details={"capabilities": sorted(s.name for s in specs), "host": host, "pid": pid, "version": version},
         )
+        _announce_available(agent.pk)
     logger.info("event=agent_registered agent_id=%s created=%s capabilities=%d", agent_id, created, len(specs))
     return Registration(agent=agent, token=token, created=created)
 
@@ -305,6 +324,8 @@ def heartbeat(
         for field, value in figures.items():
             setattr(agent, field, value)
         agent.save(update_fields=[*figures, "state", "state_changed_at"])
+        if revived:
+            _announce_available(agent.pk)
     if revived:
         logger.info("event=agent_revived agent_id=%s state=%s", agent_id, target)
     return HeartbeatResult(agent_id, target, revived, now + timedelta(seconds=interval), interval)
@@ -361,6 +382,10 @@ def change_state(*, agent_id: str, state: str, reason: str = "", resume: bool = 
             details={"reason": reason} if reason else {},
         )
         agent.save(update_fields=["state", "state_changed_at"])
+        if state == AgentState.OFFLINE:
+            _announce_offline([agent.pk])
+        elif state in (AgentState.IDLE, AgentState.BUSY):
+            _announce_available(agent.pk)
     logger.info("event=agent_state_changed agent_id=%s state=%s", agent_id, state)
     return agent
 
@@ -383,6 +408,7 @@ def unregister_agent(*, agent_id: str, reason: str = "") -> Agent:
         agent.unregistered_at = now
         agent.in_flight = 0
         agent.save(update_fields=["state", "state_changed_at", "unregistered_at", "in_flight"])
+        _announce_offline([agent.pk])
     logger.info("event=agent_unregistered agent_id=%s", agent_id)
     return agent
 
@@ -411,6 +437,7 @@ def sweep_stale_agents(*, timeout: float | None = None, batch_size: int | None =
             ids = sweep_batch(cutoff=cutoff, now=now, batch_size=batch_size, details=details)
             if ids:
                 requeue_running_on(ids, now=now)
+                _announce_offline(ids)
         total += len(ids)
         if len(ids) < batch_size:
             break
@@ -564,7 +591,13 @@ def delete_capability(*, name: str) -> None:
             raise Conflict(
                 f"capability '{name}' is offered by registered agents ({', '.join(offerers)}); unregister them first."
             )
-        capability.delete()
+        try:
+            capability.delete()
+        except ProtectedError as exc:
+            kinds = sorted({type(o)._meta.verbose_name_plural for o in exc.protected_objects})
+            raise Conflict(
+                f"capability '{name}' is used by existing {' and '.join(kinds)}; it stays while they refer to it."
+            ) from None
 
 
 def _check_contract(name: str, input_schema: Any, output_schema: Any) -> None:

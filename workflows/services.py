@@ -1,0 +1,885 @@
+"""The workflow engine: definitions, executions, and the event-driven scheduler.
+
+There is no loop that looks for ready tasks. Work moves on three events:
+
+- ``execute``: the execution and its task runs are created and the tasks
+  with no dependencies start;
+- an invocation of a task finishes (``agents.services.invocation_finished``,
+  sent inside the transaction that records the outcome): that same transaction
+  locks the execution row, records the task, merges its ``context_updates``,
+  decrements the ``waiting_on`` counter of each dependent (O(out-edges)), and
+  starts those that reach zero, highest priority first, up to
+  ``max_parallel_tasks``;
+- an agent goes offline or becomes available (registry signals): the shares
+  of scatter tasks pinned to a dead agent move to a live one, and scatter
+  tasks waiting for enough agents start.
+
+The execution row lock serialises every scheduling step of one execution, so
+a task whose dependencies finish at the same instant on different workers is
+started exactly once. Calls are cancelled only after the transaction that
+decided it commits (never while holding the execution lock), so the engine
+and a worker recording an outcome never wait on each other's locks.
+
+The beat sweep (``sweep``) ends executions past their global timeout, and is
+the safety net for the two things an event can miss when a process dies
+between a commit and its follow-up: cancelling the calls of a finished
+execution, and re-pinning shares of scatter tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from jsonschema.validators import Draft202012Validator, validator_for
+
+from agents import services as agent_services
+from agents.models import Agent, AgentState, Capability, Invocation, InvocationStatus
+from agents.models.invocation import FINISHED as INVOCATION_FINISHED
+from agents.services.invocations import dispatch_again
+from masplatform.exceptions import Conflict, InvalidInput, NotFound
+from workflows import dag
+from workflows.aggregation import aggregate
+from workflows.expressions import Scope, parse_condition, resolve
+from workflows.models import (
+    EXECUTION_ACTIVE,
+    Execution,
+    ExecutionStatus,
+    FailureStrategy,
+    TaskCall,
+    TaskRun,
+    TaskStatus,
+    Workflow,
+    WorkflowTask,
+)
+
+logger = logging.getLogger("workflows")
+
+WORKFLOW_FIELDS = ("name", "description", "global_timeout", "max_parallel_tasks", "failure_strategy", "metadata")
+
+
+# -- definitions ------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_json: str):
+    import json
+
+    schema = json.loads(schema_json)
+    return validator_for(schema, default=Draft202012Validator)(schema)
+
+
+def _errors_for(capability: Capability):
+    import json
+
+    validator = _validator(json.dumps(capability.input_schema, sort_keys=True))
+    return validator.iter_errors
+
+
+def check_definition(data: dict[str, Any]) -> tuple[dict[str, Any], list[dag.TaskSpec], dict[str, Capability]]:
+    """Everything about a definition that can be wrong, in one InvalidInput naming each task.
+
+    Returns (workflow fields, task specs in definition order, capabilities by name).
+    """
+    if not isinstance(data, dict):
+        raise InvalidInput({"non_field_errors": ["a workflow definition is a JSON object"]})
+    errors: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        errors["name"] = ["a name of 1-200 characters is required"]
+    else:
+        fields["name"] = name.strip()
+    fields["description"] = str(data.get("description") or "")
+    for field, default, low, kind in (("global_timeout", 3600.0, 1, float), ("max_parallel_tasks", 10, 1, int)):
+        value = data.get(field, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < low
+            or (kind is int and not float(value).is_integer())
+        ):
+            errors[field] = [f"must be {'a whole number' if kind is int else 'a number'} >= {low}, got {value!r}"]
+        else:
+            fields[field] = kind(value)
+    strategy = data.get("failure_strategy", FailureStrategy.STOP)
+    if strategy not in FailureStrategy.values:
+        errors["failure_strategy"] = [f"'{strategy}' is not one of {', '.join(FailureStrategy.values)}"]
+    fields["failure_strategy"] = strategy
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        errors["metadata"] = ["must be an object"]
+    fields["metadata"] = metadata
+    unknown = sorted(set(data) - {*WORKFLOW_FIELDS, "tasks"})
+    if unknown:
+        errors["non_field_errors"] = [f"unknown field(s): {', '.join(unknown)}"]
+
+    problems = dag.Problems()
+    specs = dag.parse_tasks(data.get("tasks"), problems)
+    dag.check_graph(specs, problems)
+    wanted = {s.capability for s in specs if s.capability}
+    capabilities = {c.name: c for c in Capability.objects.filter(name__in=wanted)}
+    for spec in specs:
+        capability = capabilities.get(spec.capability)
+        if spec.capability and capability is None:
+            problems.add(spec.key, f"unknown capability '{spec.capability}'")
+        elif capability is not None:
+            dag.check_input(spec, _errors_for(capability), problems)
+    if problems:
+        errors["tasks"] = problems.as_dict()
+    if errors:
+        raise InvalidInput(errors)
+    return fields, specs, capabilities
+
+
+def _task_rows(
+    workflow: Workflow, specs: list[dag.TaskSpec], capabilities: dict[str, Capability]
+) -> list[WorkflowTask]:
+    return [
+        WorkflowTask(
+            workflow=workflow,
+            position=i,
+            key=s.key,
+            name=s.name,
+            description=s.description,
+            capability=capabilities[s.capability],
+            input=s.input,
+            depends_on=s.depends_on,
+            timeout=s.timeout,
+            retries=s.retries,
+            priority=s.priority,
+            condition=s.condition,
+            required_agents=s.required_agents,
+            aggregation=s.aggregation,
+        )
+        for i, s in enumerate(specs)
+    ]
+
+
+def create_workflow(data: dict[str, Any], *, created_by: str = "") -> Workflow:
+    """Check ``data`` and store it as a new definition (InvalidInput naming each problem)."""
+    fields, specs, capabilities = check_definition(data)
+    try:
+        with transaction.atomic():
+            workflow = Workflow.objects.create(**fields, created_by=created_by)
+            WorkflowTask.objects.bulk_create(_task_rows(workflow, specs, capabilities), batch_size=2000)
+    except IntegrityError:
+        raise InvalidInput({"name": [f"a workflow named '{fields['name']}' exists; choose another name"]}) from None
+    logger.info("event=workflow_created workflow=%s tasks=%d", workflow.pk, len(specs))
+    return workflow
+
+
+def update_workflow(workflow_id: int, data: dict[str, Any]) -> Workflow:
+    """Replace a definition. Executions already started keep the copy they made."""
+    fields, specs, capabilities = check_definition(data)
+    try:
+        with transaction.atomic():
+            workflow = Workflow.objects.select_for_update().filter(pk=workflow_id).first()
+            if workflow is None:
+                raise NotFound(f"No workflow {workflow_id}.")
+            for field, value in fields.items():
+                setattr(workflow, field, value)
+            workflow.version += 1
+            workflow.save()
+            workflow.tasks.all().delete()
+            WorkflowTask.objects.bulk_create(_task_rows(workflow, specs, capabilities), batch_size=2000)
+    except IntegrityError:
+        raise InvalidInput({"name": [f"a workflow named '{fields['name']}' exists; choose another name"]}) from None
+    return workflow
+
+
+def delete_workflow(workflow_id: int) -> None:
+    """Delete a definition; its executions stay (they hold their own copy)."""
+    deleted, _ = Workflow.objects.filter(pk=workflow_id).delete()
+    if not deleted:
+        raise NotFound(f"No workflow {workflow_id}.")
+
+
+def definition_of(workflow: Workflow) -> dict[str, Any]:
+    """The definition as the API shows it and as an execution copies it."""
+    tasks = list(workflow.tasks.select_related("capability").order_by("position"))
+    return {
+        "name": workflow.name,
+        "description": workflow.description,
+        "global_timeout": workflow.global_timeout,
+        "max_parallel_tasks": workflow.max_parallel_tasks,
+        "failure_strategy": workflow.failure_strategy,
+        "metadata": workflow.metadata,
+        "tasks": [
+            {
+                "key": t.key,
+                "name": t.name,
+                "description": t.description,
+                "capability": t.capability.name,
+                "input": t.input,
+                "depends_on": t.depends_on,
+                "timeout": t.timeout,
+                "retries": t.retries,
+                "priority": t.priority,
+                "condition": t.condition,
+                "required_agents": t.required_agents,
+                "aggregation": t.aggregation,
+            }
+            for t in tasks
+        ],
+    }
+
+
+# -- starting an execution --------------------------------------------------------------------------
+
+
+def execute(workflow_id: int, *, context: dict[str, Any] | None = None, requested_by: str = "") -> Execution:
+    """Start an execution of a definition: copy it, create its task runs, start the roots."""
+    if context is not None and not isinstance(context, dict):
+        raise InvalidInput({"context": ["must be an object"]})
+    workflow = Workflow.objects.filter(pk=workflow_id).first()
+    if workflow is None:
+        raise NotFound(f"No workflow {workflow_id}.")
+    definition = definition_of(workflow)
+    # the stored definition was checked when saved; this re-check also catches a capability
+    # deleted or changed since, and computes what each task reads
+    _, specs, _ = check_definition(definition)
+    now = timezone.now()
+    dependents: dict[str, list[str]] = {s.key: [] for s in specs}
+    for spec in specs:
+        for dep in spec.depends_on:
+            dependents[dep].append(spec.key)
+    with transaction.atomic():
+        execution = Execution.objects.create(
+            workflow=workflow,
+            workflow_name=workflow.name,
+            workflow_version=workflow.version,
+            definition=definition,
+            status=ExecutionStatus.RUNNING,
+            context=context or {},
+            failure_strategy=workflow.failure_strategy,
+            max_parallel_tasks=workflow.max_parallel_tasks,
+            global_timeout=workflow.global_timeout,
+            tasks_total=len(specs),
+            requested_by=requested_by,
+            started_at=now,
+            deadline_at=now + timedelta(seconds=workflow.global_timeout),
+        )
+        runs = [
+            TaskRun(
+                execution=execution,
+                position=i,
+                key=s.key,
+                name=s.name,
+                capability=s.capability,
+                input=s.input,
+                condition=s.condition,
+                priority=s.priority,
+                timeout=s.timeout,
+                retries=s.retries,
+                required_agents=s.required_agents,
+                aggregation=s.aggregation,
+                depends_on=s.depends_on,
+                dependents=dependents[s.key],
+                reads=s.references,
+                waiting_on=len(s.depends_on),
+            )
+            for i, s in enumerate(specs)
+        ]
+        TaskRun.objects.bulk_create(runs, batch_size=2000)
+        roots = list(execution.task_runs.filter(waiting_on=0, status=TaskStatus.PENDING))
+        engine = _Engine(execution, now)
+        engine.became_ready(roots)
+        engine.fill_slots()
+        engine.save()
+    logger.info("event=execution_started execution=%s workflow=%s tasks=%d", execution.pk, workflow.pk, len(specs))
+    return execution
+
+
+# -- the engine -------------------------------------------------------------------------------------
+
+
+class _Engine:
+    """One scheduling step of one execution, with its row locked (or just created) by the caller."""
+
+    def __init__(self, execution: Execution, now: datetime):
+        self.execution = execution
+        self.now = now
+        self.to_cancel: list[Any] = []  # invocation ids, cancelled after commit
+
+    # counters ---------------------------------------------------------------------------------------
+    def _count(self, status: str, n: int = 1) -> None:
+        field = {
+            TaskStatus.SUCCEEDED: "tasks_succeeded",
+            TaskStatus.FAILED: "tasks_failed",
+            TaskStatus.SKIPPED: "tasks_skipped",
+            TaskStatus.CANCELLED: "tasks_cancelled",
+            TaskStatus.RUNNING: "tasks_running",
+        }[status]
+        setattr(self.execution, field, getattr(self.execution, field) + n)
+
+    def save(self) -> None:
+        e = self.execution
+        e.save(
+            update_fields=[
+                "status",
+                "context",
+                "tasks_running",
+                "tasks_succeeded",
+                "tasks_failed",
+                "tasks_skipped",
+                "tasks_cancelled",
+                "error",
+                "finished_at",
+            ]
+        )
+        if self.to_cancel:
+            ids = list(self.to_cancel)
+            transaction.on_commit(lambda: cancel_calls(ids))
+            self.to_cancel = []
+
+    # readiness --------------------------------------------------------------------------------------
+    def scope_for(self, run: TaskRun) -> Scope:
+        tasks: dict[str, dict[str, Any]] = {}
+        if run.reads:
+            for key, status, output in TaskRun.objects.filter(execution=self.execution, key__in=run.reads).values_list(
+                "key", "status", "output"
+            ):
+                tasks[key] = {"status": status, "output": output}
+        return Scope(self.execution.context, tasks)
+
+    def became_ready(self, runs: Iterable[TaskRun]) -> None:
+        """``runs`` have no unfinished dependency left: skip them (condition false) or make them ready."""
+        worklist = deque(runs)
+        while worklist:
+            run = worklist.popleft()
+            if run.condition:
+                try:
+                    holds = parse_condition(run.condition).evaluate(self.scope_for(run))
+                except Exception as exc:  # defensive: a condition that was valid when checked
+                    holds = False
+                    run.error = f"condition could not be evaluated: {exc}"
+                if not holds:
+                    run.status = TaskStatus.SKIPPED
+                    run.skip_reason = f"condition is false: {run.condition}"
+                    run.finished_at = self.now
+                    run.save(update_fields=["status", "skip_reason", "finished_at", "error"])
+                    self._count(TaskStatus.SKIPPED)
+                    worklist.extend(self.release_dependents(run))
+                    continue
+            run.status = TaskStatus.READY
+            run.ready_at = self.now
+            run.save(update_fields=["status", "ready_at"])
+
+    def release_dependents(self, run: TaskRun) -> list[TaskRun]:
+        """``run`` finished (and did not fail under ``continue``): decrement its dependents' counters;
+        returns those that reached zero."""
+        if not run.dependents:
+            return []
+        waiting = TaskRun.objects.filter(execution=self.execution, key__in=run.dependents, status=TaskStatus.PENDING)
+        waiting.update(waiting_on=F("waiting_on") - 1)
+        return list(waiting.filter(waiting_on=0))
+
+    def skip_downstream(self, run: TaskRun) -> None:
+        """Under ``continue``: every task downstream of failed ``run`` is skipped (transitively)."""
+        todo = deque([run])
+        while todo:
+            current = todo.popleft()
+            if not current.dependents:
+                continue
+            below = list(
+                TaskRun.objects.filter(
+                    execution=self.execution,
+                    key__in=current.dependents,
+                    status__in=[TaskStatus.PENDING, TaskStatus.READY],
+                )
+            )
+            for child in below:
+                child.status = TaskStatus.SKIPPED
+                child.skip_reason = f"upstream task '{run.key}' failed"
+                child.finished_at = self.now
+                child.save(update_fields=["status", "skip_reason", "finished_at"])
+                self._count(TaskStatus.SKIPPED)
+                todo.append(child)
+
+    # dispatch ---------------------------------------------------------------------------------------
+    def fill_slots(self) -> None:
+        """Start ready tasks, highest priority first, while fewer than max_parallel_tasks run."""
+        e = self.execution
+        if e.status != ExecutionStatus.RUNNING:
+            return
+        free = e.max_parallel_tasks - e.tasks_running
+        if free <= 0:
+            return
+        ready = TaskRun.objects.filter(execution=e, status=TaskStatus.READY).order_by("-priority", "position")
+        offset = 0
+        while free > 0 and e.status == ExecutionStatus.RUNNING:
+            batch = list(ready[offset : offset + free + 10])
+            if not batch:
+                break
+            for run in batch:
+                if free <= 0 or e.status != ExecutionStatus.RUNNING:
+                    break
+                if run.status != TaskStatus.READY:  # changed by a failure earlier in this batch
+                    continue
+                if self.start(run):
+                    free -= 1
+                else:
+                    offset += 1  # stays ready (waiting for agents): look past it
+            else:
+                continue
+            break
+
+    def start(self, run: TaskRun) -> bool:
+        """Start ``run``'s call(s). False if it must wait (not enough agents); a bad input fails it."""
+        e = self.execution
+        try:
+            run.resolved_input = resolve(run.input, self.scope_for(run))
+        except Exception as exc:
+            self.task_failed(run, f"its input could not be resolved: {exc}")
+            return True
+        agents: list[Agent] = []
+        if run.required_agents:
+            agents = pick_agents(run.capability, run.required_agents)
+            if len(agents) < run.required_agents:
+                return False
+        requested_by = f"workflow:{e.pk}"
+        max_retries = run.retries if e.failure_strategy == FailureStrategy.RETRY else 0
+        try:
+            with transaction.atomic():
+                for share, agent in enumerate(agents or [None]):
+                    invocation, _ = agent_services.invoke(
+                        capability=run.capability,
+                        input=run.resolved_input,
+                        requested_by=requested_by,
+                        priority=run.priority,
+                        timeout=run.timeout,
+                        max_retries=max_retries,
+                        agent=agent.agent_id if agent else None,
+                    )
+                    TaskCall.objects.create(invocation=invocation, task_run=run, share=share)
+        except InvalidInput as exc:
+            self.task_failed(run, f"could not be started: {_flatten(exc.detail)}")
+            return True
+        run.status = TaskStatus.RUNNING
+        run.started_at = self.now
+        run.attempts += 1
+        run.save(update_fields=["status", "started_at", "attempts", "resolved_input"])
+        self._count(TaskStatus.RUNNING)
+        logger.info("event=task_started execution=%s task=%s shares=%d", e.pk, run.key, len(agents) or 1)
+        return True
+
+    # outcomes ---------------------------------------------------------------------------------------
+    def task_succeeded(self, run: TaskRun, output: Any, agent_id: int | None) -> None:
+        run.status = TaskStatus.SUCCEEDED
+        run.output = output
+        run.agent_id = agent_id
+        run.finished_at = self.now
+        run.save(update_fields=["status", "output", "agent", "finished_at", "attempts"])
+        self._count(TaskStatus.RUNNING, -1)
+        self._count(TaskStatus.SUCCEEDED)
+        updates = output.get("context_updates") if isinstance(output, dict) else None
+        if isinstance(updates, dict) and self.execution.status in EXECUTION_ACTIVE:
+            self.execution.context = {**self.execution.context, **updates}
+        if self.execution.status in EXECUTION_ACTIVE:
+            self.became_ready(self.release_dependents(run))
+            self.fill_slots()
+            self.finish_if_done()
+
+    def task_failed(self, run: TaskRun, error: str, *, cancelled: bool = False) -> None:
+        e = self.execution
+        was_running = run.status == TaskStatus.RUNNING
+        run.status = TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED
+        run.error = error
+        run.finished_at = self.now
+        run.save(update_fields=["status", "error", "finished_at", "agent", "attempts", "resolved_input"])
+        if was_running:
+            self._count(TaskStatus.RUNNING, -1)
+        self._count(run.status)
+        if run.required_agents:  # the other shares of a failed scatter task are not needed any more
+            self.to_cancel.extend(
+                Invocation.objects.filter(
+                    workflow_call__task_run=run, status__in=[InvocationStatus.QUEUED, InvocationStatus.RUNNING]
+                ).values_list("pk", flat=True)
+            )
+        if e.status not in EXECUTION_ACTIVE:
+            return
+        logger.info("event=task_failed execution=%s task=%s error=%s", e.pk, run.key, error)
+        if e.failure_strategy == FailureStrategy.CONTINUE:
+            self.skip_downstream(run)
+            self.fill_slots()
+            self.finish_if_done()
+        else:
+            self.end(ExecutionStatus.FAILED, f"task '{run.key}' {'was cancelled' if cancelled else 'failed'}: {error}")
+
+    def finish_if_done(self) -> None:
+        e = self.execution
+        if e.status in EXECUTION_ACTIVE and e.tasks_finished >= e.tasks_total:
+            if e.tasks_failed or e.tasks_cancelled:
+                failed = list(
+                    TaskRun.objects.filter(execution=e, status__in=[TaskStatus.FAILED, TaskStatus.CANCELLED])
+                    .order_by("position")
+                    .values_list("key", flat=True)[:10]
+                )
+                self.end(ExecutionStatus.FAILED, f"{len(failed)} task(s) failed: {', '.join(failed)}")
+            else:
+                self.end(ExecutionStatus.SUCCEEDED, "")
+
+    def end(self, status: str, error: str) -> None:
+        """Finish the execution: what has not started is cancelled, what runs is asked to stop."""
+        e = self.execution
+        e.status = status
+        e.error = error
+        e.finished_at = self.now
+        not_started = TaskRun.objects.filter(execution=e, status__in=[TaskStatus.PENDING, TaskStatus.READY])
+        self._count(TaskStatus.CANCELLED, not_started.update(status=TaskStatus.CANCELLED, finished_at=self.now))
+        self.to_cancel.extend(
+            Invocation.objects.filter(
+                workflow_call__task_run__execution=e,
+                status__in=[InvocationStatus.QUEUED, InvocationStatus.RUNNING],
+            ).values_list("pk", flat=True)
+        )
+        logger.info("event=execution_%s execution=%s error=%s", status, e.pk, error)
+
+
+def _flatten(detail: Any) -> str:
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {_flatten(v)}" for k, v in detail.items())
+    if isinstance(detail, list):
+        return "; ".join(_flatten(v) for v in detail)
+    return str(detail)
+
+
+def cancel_calls(invocation_ids: Iterable[Any]) -> None:
+    """Cancel the calls of a finished execution, each in its own transaction (after the decision commits)."""
+    for invocation_id in invocation_ids:
+        try:
+            agent_services.cancel(invocation_id)
+        except (Conflict, NotFound):
+            pass  # finished meanwhile
+
+
+def _locked_execution(execution_id: Any) -> Execution:
+    execution = Execution.objects.select_for_update().filter(pk=execution_id).first()
+    if execution is None:
+        raise NotFound(f"No execution '{execution_id}'.")
+    return execution
+
+
+def on_invocation_finished(invocation_id: Any, status: str) -> None:
+    """Receiver of ``invocation_finished``, inside the transaction that recorded the outcome."""
+    call = (
+        TaskCall.objects.filter(invocation_id=invocation_id)
+        .values_list("task_run_id", "task_run__execution_id")
+        .first()
+    )
+    if call is None:
+        return  # not a workflow's call
+    execution = _locked_execution(call[1])
+    run = TaskRun.objects.get(pk=call[0])  # read under the execution lock
+    engine = _Engine(execution, timezone.now())
+    if run.status != TaskStatus.RUNNING:
+        return  # already decided (a share failed first, or the execution ended it)
+    shares = list(
+        Invocation.objects.filter(workflow_call__task_run=run)
+        .order_by("workflow_call__share")
+        .values("pk", "status", "output", "agent_id", "attempt", "error_type", "error_message", "timeout")
+    )
+    run.attempts = max((s["attempt"] for s in shares), default=run.attempts)
+    this = next((s for s in shares if str(s["pk"]) == str(invocation_id)), None)
+    if this is None:
+        return
+    if status == InvocationStatus.SUCCEEDED:
+        if not run.required_agents:
+            engine.task_succeeded(run, this["output"], this["agent_id"])
+        elif all(s["status"] == InvocationStatus.SUCCEEDED for s in shares):
+            run.agent_id = None
+            engine.task_succeeded(run, aggregate(run.aggregation or "list", [s["output"] for s in shares]), None)
+    else:
+        run.agent_id = this["agent_id"]
+        if status == InvocationStatus.TIMED_OUT:
+            error = f"timed out after {this['timeout']:g} s"
+        elif status == InvocationStatus.CANCELLED:
+            error = "its call was cancelled"
+        else:
+            error = f"{this['error_type']}: {this['error_message']}".strip(": ")
+        if run.required_agents:
+            error = f"share {shares.index(this) + 1} of {len(shares)}: {error}"
+        engine.task_failed(run, error, cancelled=status == InvocationStatus.CANCELLED)
+    engine.save()
+
+
+# -- operator actions -------------------------------------------------------------------------------
+
+
+def cancel_execution(execution_id: Any, *, reason: str = "cancelled by request") -> Execution:
+    with transaction.atomic():
+        execution = _locked_execution(execution_id)
+        if execution.is_finished:
+            raise Conflict(
+                f"Execution {execution_id} is already {execution.status}; only an active one can be cancelled."
+            )
+        engine = _Engine(execution, timezone.now())
+        engine.end(ExecutionStatus.CANCELLED, reason)
+        engine.save()
+    return execution
+
+
+def pause_execution(execution_id: Any) -> Execution:
+    """Nothing new starts; running calls finish (and their dependents become ready, not started)."""
+    with transaction.atomic():
+        execution = _locked_execution(execution_id)
+        if execution.status != ExecutionStatus.RUNNING:
+            raise Conflict(f"Execution {execution_id} is {execution.status}; only a running one can be paused.")
+        execution.status = ExecutionStatus.PAUSED
+        execution.save(update_fields=["status"])
+    logger.info("event=execution_paused execution=%s", execution_id)
+    return execution
+
+
+def resume_execution(execution_id: Any) -> Execution:
+    with transaction.atomic():
+        execution = _locked_execution(execution_id)
+        if execution.status != ExecutionStatus.PAUSED:
+            raise Conflict(f"Execution {execution_id} is {execution.status}; only a paused one can be resumed.")
+        execution.status = ExecutionStatus.RUNNING
+        engine = _Engine(execution, timezone.now())
+        engine.fill_slots()
+        engine.finish_if_done()
+        engine.save()
+    logger.info("event=execution_resumed execution=%s", execution_id)
+    return execution
+
+
+# -- agents coming and going ------------------------------------------------------------------------
+
+
+def pick_agents(capability: str, n: int, *, exclude: Iterable[int] = ()) -> list[Agent]:
+    """Up to ``n`` distinct live worker agents offering ``capability``, least loaded first."""
+    return list(
+        Agent.objects.filter(
+            offers__capability__name=capability,
+            unregistered_at__isnull=True,
+            state__in=[AgentState.IDLE, AgentState.BUSY],
+        )
+        .exclude(worker_name="")
+        .exclude(pk__in=list(exclude))
+        .order_by("in_flight", "cpu_load", "agent_id")[:n]
+    )
+
+
+def repin_orphaned_shares(agent_pks: Iterable[int] | None = None) -> int:
+    """Move unfinished shares of scatter tasks pinned to dead agents to other live agents.
+
+    ``agent_pks``: only shares pinned to these (the agents that just went
+    offline); None: every share pinned to an agent that is not live.
+    """
+    dead = Q(pinned_agent__unregistered_at__isnull=False) | Q(pinned_agent__state=AgentState.OFFLINE)
+    shares = Invocation.objects.filter(
+        workflow_call__isnull=False, status=InvocationStatus.QUEUED, pinned_agent__isnull=False
+    ).filter(dead)
+    if agent_pks is not None:
+        shares = shares.filter(pinned_agent_id__in=list(agent_pks))
+    moved = 0
+    for invocation in shares.select_related("capability", "workflow_call"):
+        taken = Invocation.objects.filter(workflow_call__task_run_id=invocation.workflow_call.task_run_id).exclude(
+            pk=invocation.pk
+        )
+        used = {i for i in taken.values_list("pinned_agent_id", flat=True) if i}
+        used |= {i for i in taken.values_list("agent_id", flat=True) if i}
+        spare = pick_agents(invocation.capability.name, 1, exclude=used | {invocation.pinned_agent_id})
+        if not spare:
+            continue
+        with transaction.atomic():
+            locked = (
+                Invocation.objects.select_for_update(of=("self",))
+                .select_related("capability", "pinned_agent")
+                .filter(pk=invocation.pk, status=InvocationStatus.QUEUED)
+                .first()
+            )
+            if locked is None:
+                continue
+            previous = locked.pinned_agent.agent_id if locked.pinned_agent else None
+            locked.pinned_agent = spare[0]
+            locked.save(update_fields=["pinned_agent"])
+            dispatch_again(locked)
+        moved += 1
+        logger.info(
+            "event=share_moved invocation=%s from_agent=%s to_agent=%s", invocation.pk, previous, spare[0].agent_id
+        )
+    return moved
+
+
+def start_waiting_scatter_tasks(capabilities: Iterable[str] | None = None) -> int:
+    """Try again to start ready scatter tasks that were waiting for enough live agents."""
+    waiting = TaskRun.objects.filter(
+        status=TaskStatus.READY, required_agents__isnull=False, execution__status=ExecutionStatus.RUNNING
+    )
+    if capabilities is not None:
+        waiting = waiting.filter(capability__in=list(capabilities))
+    started = 0
+    for execution_id in set(waiting.values_list("execution_id", flat=True)):
+        with transaction.atomic():
+            execution = _locked_execution(execution_id)
+            engine = _Engine(execution, timezone.now())
+            before = execution.tasks_running
+            engine.fill_slots()
+            engine.save()
+            started += execution.tasks_running - before
+    return started
+
+
+def on_agents_offline(agent_pks: list[int]) -> None:
+    repin_orphaned_shares(agent_pks)
+
+
+def on_agent_available(agent_pk: int) -> None:
+    offers = list(Capability.objects.filter(offers__agent_id=agent_pk).values_list("name", flat=True))
+    if not offers:
+        return
+    repin_orphaned_shares()
+    start_waiting_scatter_tasks(offers)
+
+
+# -- the beat sweep ---------------------------------------------------------------------------------
+
+
+def sweep(*, now: datetime | None = None) -> dict[str, int]:
+    """End executions past their global timeout; cancel leftover calls of finished executions;
+    re-pin orphaned shares. Safe to run twice at once (each execution is decided under its lock)."""
+    now = now or timezone.now()
+    timed_out = 0
+    for execution_id in Execution.objects.filter(status__in=EXECUTION_ACTIVE, deadline_at__lt=now).values_list(
+        "pk", flat=True
+    )[:500]:
+        with transaction.atomic():
+            execution = _locked_execution(execution_id)
+            if execution.is_finished or execution.deadline_at >= now:
+                continue
+            engine = _Engine(execution, now)
+            engine.end(
+                ExecutionStatus.TIMED_OUT, f"the workflow's global timeout of {execution.global_timeout:g} s passed"
+            )
+            engine.save()
+            timed_out += 1
+    leftovers = list(
+        Invocation.objects.filter(
+            status__in=[InvocationStatus.QUEUED, InvocationStatus.RUNNING],
+            cancel_requested=False,
+            workflow_call__task_run__execution__status__in=[
+                ExecutionStatus.SUCCEEDED,
+                ExecutionStatus.FAILED,
+                ExecutionStatus.CANCELLED,
+                ExecutionStatus.TIMED_OUT,
+            ],
+        ).values_list("pk", flat=True)[:1000]
+    )
+    cancel_calls(leftovers)
+    moved = repin_orphaned_shares()
+    started = start_waiting_scatter_tasks()
+    if timed_out or leftovers or moved or started:
+        logger.info(
+            "event=workflow_sweep timed_out=%d calls_cancelled=%d shares_moved=%d scatter_started=%d",
+            timed_out,
+            len(leftovers),
+            moved,
+            started,
+        )
+    return {
+        "timed_out": timed_out,
+        "calls_cancelled": len(leftovers),
+        "shares_moved": moved,
+        "scatter_started": started,
+    }
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+def waiting_reason(run: TaskRun, execution: Execution) -> str | None:
+    """Why a task has not started or finished yet, in an operator's words."""
+    if run.status == TaskStatus.PENDING:
+        return f"waiting for {run.waiting_on} of its dependencies ({', '.join(run.depends_on)})"
+    if run.status == TaskStatus.READY:
+        if execution.status == ExecutionStatus.PAUSED:
+            return "the execution is paused"
+        if run.required_agents:
+            live = len(pick_agents(run.capability, run.required_agents))
+            if live < run.required_agents:
+                return (
+                    f"needs {run.required_agents} distinct live agents offering '{run.capability}'; "
+                    f"{live} {'is' if live == 1 else 'are'} live"
+                )
+        if execution.tasks_running >= execution.max_parallel_tasks:
+            return f"waiting for a free slot: {execution.tasks_running} of max {execution.max_parallel_tasks} tasks run"
+        return "about to start"
+    if run.status == TaskStatus.RUNNING:
+        reasons = []
+        for call in run.calls.select_related("invocation__capability", "invocation__pinned_agent"):
+            reason = agent_services.waiting_reason(call.invocation)
+            if reason:
+                reasons.append(reason if not run.required_agents else f"share {call.share + 1}: {reason}")
+        return "; ".join(reasons) or None
+    return None
+
+
+def progress(execution: Execution) -> dict[str, Any]:
+    e = execution
+    finished = e.tasks_finished
+    return {
+        "total": e.tasks_total,
+        "pending": e.tasks_total - finished - e.tasks_running,
+        "running": e.tasks_running,
+        "succeeded": e.tasks_succeeded,
+        "failed": e.tasks_failed,
+        "skipped": e.tasks_skipped,
+        "cancelled": e.tasks_cancelled,
+        "percent": round(100.0 * finished / e.tasks_total, 1) if e.tasks_total else 100.0,
+    }
+
+
+def summary(execution: Execution, runs: list[TaskRun]) -> dict[str, Any]:
+    """Duration, critical path (the chain of tasks that took longest) and the slowest task."""
+    end = execution.finished_at or timezone.now()
+    durations = {r.key: r.duration_seconds or 0.0 for r in runs}
+    path, length = dag.critical_path(
+        {r.key: r.depends_on for r in runs}, durations, [r.key for r in _topological(runs)]
+    )
+    slowest = max(runs, key=lambda r: r.duration_seconds or 0.0, default=None)
+    return {
+        "duration_seconds": round((end - execution.started_at).total_seconds(), 3) if execution.started_at else None,
+        "critical_path": path,
+        "critical_path_seconds": round(length, 3),
+        "slowest_task": (
+            {"key": slowest.key, "seconds": round(slowest.duration_seconds, 3)}
+            if slowest is not None and slowest.duration_seconds is not None
+            else None
+        ),
+    }
+
+
+def _topological(runs: list[TaskRun]) -> list[TaskRun]:
+    by_key = {r.key: r for r in runs}
+    specs = [dag.TaskSpec(key=r.key, capability=r.capability, depends_on=r.depends_on) for r in runs]
+    order, _ = dag.topological_order(specs)
+    return [by_key[k] for k in order]
+
+
+def execution_finished(execution: Execution) -> bool:
+    return execution.status not in EXECUTION_ACTIVE
+
+
+__all__ = [
+    "INVOCATION_FINISHED",
+    "cancel_execution",
+    "check_definition",
+    "create_workflow",
+    "delete_workflow",
+    "execute",
+    "on_invocation_finished",
+    "pause_execution",
+    "resume_execution",
+    "sweep",
+]

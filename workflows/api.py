@@ -54,7 +54,7 @@ class WorkflowViewSet(NamedNotFoundMixin, viewsets.ModelViewSet):
     http_method_names = ["get", "post", "put", "delete", "head", "options"]
 
     def get_queryset(self):
-        qs = Workflow.objects.annotate(executions_count=Count("executions", distinct=True))
+        qs = Workflow.objects.annotate(executions_count=Count("executions", distinct=True)).order_by("name")
         if self.action == "list":
             qs = qs.annotate(tasks_count=Count("tasks", distinct=True))
         return qs

@@ -42,7 +42,7 @@ class WorkflowInputSerializer(serializers.Serializer):
 
 class WorkflowSerializer(serializers.ModelSerializer):
     tasks = serializers.SerializerMethodField()
-    executions = serializers.IntegerField(source="executions_count", read_only=True, default=None)
+    execution_count = serializers.IntegerField(source="executions_count", read_only=True, default=None)
 
     class Meta:
         model = Workflow
@@ -58,7 +58,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "created_by",
             "created_at",
             "updated_at",
-            "executions",
+            "execution_count",
             "tasks",
         ]
 

@@ -102,7 +102,8 @@ class ProcessGroup:
         if log_dir:
             log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, args: list[str]) -> Child:
+    def start(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Child:
+        """Start ``args``; ``env`` adds to the group's environment for this child only."""
         log = None
         log_path = None
         if self.log_dir:
@@ -112,7 +113,7 @@ class ProcessGroup:
         popen = subprocess.Popen(
             args,
             cwd=settings.BASE_DIR,
-            env=self.env,
+            env={**self.env, **(env or {})},
             start_new_session=True,
             stdout=log,
             stderr=subprocess.STDOUT if log else None,
@@ -123,6 +124,11 @@ class ProcessGroup:
 
     def wait_for_log(self, child: Child, text: str, timeout: float = 60) -> None:
         child.wait_for_log(text, timeout)
+
+    def forget(self, child: Child) -> None:
+        """Stop watching ``child`` (one that was killed on purpose)."""
+        child.close()
+        self.children.remove(child)
 
     def first_dead(self) -> Child | None:
         return next((c for c in self.children if not c.alive()), None)

@@ -204,6 +204,11 @@ def register_agent(
         agent.in_flight = 0
         agent.token_hash = hash_token(token)
         agent.save()
+        if not created:
+            # A new registration is a new incarnation (run_agent registers once per process): calls the
+            # previous one was running will never be recorded by it, so they go back on the queue now
+            # rather than at their deadline.
+            requeue_running_on([agent.pk], now=now)
         found = _capabilities_for(specs)
         AgentCapability.objects.filter(agent=agent).delete()
         AgentCapability.objects.bulk_create(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
@@ -13,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from demo import invocation_scenario, registry_scenario
+from demo import invocation_scenario, registry_scenario, workflow_scenario
 from demo.client import Api
 from masplatform import embedded_broker
 from masplatform.procs import ProcessGroup, beat_args, web_args, worker_args
@@ -84,31 +85,33 @@ class Command(BaseCommand):
             api = Api(base, f"Token {token}")
             registry_scenario.run(api, self.say, stale_timeout=STALE_TIMEOUT)
             self.say("\n== Starting the seed's agents as Celery workers (manage.py run_agent)")
-            agents = [
-                group.start(
-                    f"agent-{agent_id}",
-                    [
-                        sys.executable,
-                        "manage.py",
-                        "run_agent",
-                        module,
-                        "--agent-id",
-                        agent_id,
-                        "--concurrency",
-                        "2",
-                        "--pool",
-                        "threads",
-                    ],
-                )
-                for agent_id, module in invocation_scenario.REAL_AGENTS
-            ]
-            for agent in agents:
+            agents = [self.start_agent(group, agent_id, module) for agent_id, module in invocation_scenario.REAL_AGENTS]
+            coordination = {
+                agent_id: self.start_agent(group, agent_id, "agents.examples.computation_worker", delay=True)
+                for agent_id in workflow_scenario.COORDINATION_WORKERS
+            }
+            for agent in [*agents, *coordination.values()]:
                 agent.wait_for_log(" ready.", timeout=90)
             self.say(
-                f"  {len(agents)} agent workers ready: "
+                f"  {len(agents) + len(coordination)} agent workers ready: "
                 + ", ".join(agent_id for agent_id, _ in invocation_scenario.REAL_AGENTS)
+                + ", "
+                + ", ".join(coordination)
             )
             invocation_scenario.run(api, self.say)
+
+            def kill(agent_id: str) -> None:
+                child = coordination.pop(agent_id)
+                child.signal(signal.SIGKILL, group=True)
+                group.forget(child)
+
+            def restart(agent_id: str) -> None:
+                coordination[agent_id] = self.start_agent(
+                    group, agent_id, "agents.examples.computation_worker", delay=True
+                )
+
+            complex_id = workflow_scenario.run_complex(api, self.say, base)
+            coordination_id = workflow_scenario.run_coordination(api, self.say, base, kill, restart)
             self.say(
                 "\n== Where to look"
                 + ("" if serve else " (while the platform runs: make run, or make demo ARGS=--serve)")
@@ -117,6 +120,9 @@ class Command(BaseCommand):
             self.say(f"  API docs  {base}/api/docs/   (schema: {base}/api/schema/)")
             self.say(f"  agents    {base}/admin/agents/agent/   events: {base}/admin/agents/agentevent/")
             self.say(f"  invocations {base}/admin/agents/invocation/   API: {base}/api/invocations/")
+            self.say(f"  workflows {base}/admin/workflows/workflow/   executions: {base}/admin/workflows/execution/")
+            self.say(f"  the complex workflow's run      {base}/admin/workflows/execution/{complex_id}/change/")
+            self.say(f"  the coordination workflow's run {base}/admin/workflows/execution/{coordination_id}/change/")
             self.say(f"  logs      {log_dir}/ (web.log, worker.log, beat.log, agent-<id>.log)")
             if serve:
                 self.say("\nServing until Ctrl-C (agents stop heartbeating now, so the sweep will take them offline).")
@@ -130,6 +136,12 @@ class Command(BaseCommand):
                 restore()
             if started_broker:
                 embedded_broker.stop(settings.VAR_DIR)
+
+    def start_agent(self, group: ProcessGroup, agent_id: str, module: str, *, delay: bool = False):
+        args = [sys.executable, "manage.py", "run_agent", module, "--agent-id", agent_id]
+        args += ["--concurrency", "2", "--pool", "threads"]
+        env = {"MASP_EXAMPLE_DELAY": str(workflow_scenario.SHARE_SECONDS)} if delay else None
+        return group.start(f"agent-{agent_id}", args, env=env)
 
     def ensure_admin(self, password: str) -> str:
         User = get_user_model()

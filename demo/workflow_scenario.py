@@ -89,8 +89,8 @@ def run_complex(api: Api, say: Say, base: str) -> str:
             {
                 **seed_complex_workflow("broken copy"),
                 "tasks": [
-                    {"key": "a", "capability": "process_data", "depends_on": ["b"]},
-                    {"key": "b", "capability": "process_data", "depends_on": ["a"]},
+                    {"key": "a", "capability": "process_data", "input": {"task_data": {}}, "depends_on": ["b"]},
+                    {"key": "b", "capability": "process_data", "input": {"task_data": {}}, "depends_on": ["a"]},
                 ],
             },
         )

@@ -308,6 +308,7 @@ class _Engine:
         self.execution = execution
         self.now = now
         self.to_cancel: list[Any] = []  # invocation ids, cancelled after commit
+        self.filling = False
 
     # counters ---------------------------------------------------------------------------------------
     def _count(self, status: str, n: int = 1) -> None:
@@ -407,30 +408,24 @@ class _Engine:
     # dispatch ---------------------------------------------------------------------------------------
     def fill_slots(self) -> None:
         """Start ready tasks, highest priority first, while fewer than max_parallel_tasks run."""
-        e = self.execution
-        if e.status != ExecutionStatus.RUNNING:
+        if self.filling:  # a task that failed to start under ``continue`` asks again: the loop below goes on
             return
-        free = e.max_parallel_tasks - e.tasks_running
-        if free <= 0:
-            return
-        ready = TaskRun.objects.filter(execution=e, status=TaskStatus.READY).order_by("-priority", "position")
-        offset = 0
-        while free > 0 and e.status == ExecutionStatus.RUNNING:
-            batch = list(ready[offset : offset + free + 10])
-            if not batch:
-                break
-            for run in batch:
-                if free <= 0 or e.status != ExecutionStatus.RUNNING:
-                    break
-                if run.status != TaskStatus.READY:  # changed by a failure earlier in this batch
-                    continue
-                if self.start(run):
-                    free -= 1
-                else:
-                    offset += 1  # stays ready (waiting for agents): look past it
-            else:
-                continue
-            break
+        self.filling = True
+        try:
+            e = self.execution
+            ready = TaskRun.objects.filter(execution=e, status=TaskStatus.READY).order_by("-priority", "position")
+            waiting = 0  # ready tasks passed over (scatter tasks without enough agents); they stay first
+            while e.status == ExecutionStatus.RUNNING and e.tasks_running < e.max_parallel_tasks:
+                batch = list(ready[waiting : waiting + e.max_parallel_tasks - e.tasks_running + 10])
+                if not batch:
+                    return
+                for run in batch:
+                    if e.status != ExecutionStatus.RUNNING or e.tasks_running >= e.max_parallel_tasks:
+                        return
+                    if not self.start(run):
+                        waiting += 1
+        finally:
+            self.filling = False
 
     def start(self, run: TaskRun) -> bool:
         """Start ``run``'s call(s). False if it must wait (not enough agents); a bad input fails it."""

@@ -302,3 +302,33 @@ def test_a_share_on_a_dead_agent_moves_to_another_live_agent(agent):
     for share in shares:
         play(share, live[share.pinned_agent_id], {"n": 1})
     assert TaskRun.objects.get(execution=execution, key="spread").output == {"results": [{"n": 1}, {"n": 1}]}
+
+
+def test_a_resolved_input_that_breaks_the_schema_fails_the_task_and_continue_goes_on(agent):
+    from tests.workflows.helpers import NUMBERS
+
+    capability("calculation", NUMBERS)
+    worker_agent("calc-1", "calculation")
+    wf = workflow(
+        [
+            {"key": "x", "capability": "echo"},
+            {
+                "key": "sum",
+                "capability": "calculation",
+                "depends_on": ["x"],
+                "input": {"a": "${tasks.x.output.v}", "b": 1},
+            },
+            {"key": "after_sum", "capability": "echo", "depends_on": ["sum"]},
+            *({"key": f"side{i}", "capability": "echo", "depends_on": ["x"], "priority": 1} for i in range(3)),
+        ],
+        failure_strategy="continue",
+        max_parallel_tasks=2,
+    )
+    execution = services.execute(wf.pk)
+    run_task(execution, "x", agent, {"v": "not a number"})
+    run = TaskRun.objects.get(execution=execution, key="sum")
+    assert (
+        run.status == "failed" and "could not be started" in run.error and "'not a number' is not of type" in run.error
+    )
+    assert statuses(execution)["after_sum"] == "skipped"
+    assert len(calls(execution)) == 2  # the failed start did not take a slot, and no more than 2 run

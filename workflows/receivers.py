@@ -5,15 +5,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.db import transaction
+
 from workflows import services
 
 logger = logging.getLogger("workflows")
 
 
 def invocation_finished(sender: Any, invocation_id: Any, status: str, **kwargs: Any) -> None:
-    # Inside the recording transaction: an error here rolls the recording back, and the
-    # worker's message is redelivered (acks_late), so the step is retried rather than lost.
-    services.on_invocation_finished(invocation_id, status)
+    # Inside the transaction that records the call. The engine's step runs in a savepoint: if it
+    # fails, the step alone is rolled back, the call's outcome is still recorded, and the
+    # execution is failed with the error (a bug in one workflow must not block recording calls).
+    try:
+        with transaction.atomic():
+            services.on_invocation_finished(invocation_id, status)
+    except Exception as exc:
+        logger.exception("event=engine_step_failed invocation=%s", invocation_id)
+        services.fail_execution_of(invocation_id, f"the workflow engine failed on this task's outcome: {exc!r}")
 
 
 def agents_offline(sender: Any, agent_pks: list[int], **kwargs: Any) -> None:

@@ -606,6 +606,22 @@ def on_invocation_finished(invocation_id: Any, status: str) -> None:
     engine.save()
 
 
+def fail_execution_of(invocation_id: Any, error: str) -> None:
+    """End the execution a call belongs to as failed (after its engine step failed)."""
+    execution_id = (
+        TaskCall.objects.filter(invocation_id=invocation_id).values_list("task_run__execution_id", flat=True).first()
+    )
+    if execution_id is None:
+        return
+    with transaction.atomic():
+        execution = _locked_execution(execution_id)
+        if execution.is_finished:
+            return
+        engine = _Engine(execution, timezone.now())
+        engine.end(ExecutionStatus.FAILED, error[:2000])
+        engine.save()
+
+
 # -- operator actions -------------------------------------------------------------------------------
 
 

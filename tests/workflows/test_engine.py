@@ -332,3 +332,19 @@ def test_a_resolved_input_that_breaks_the_schema_fails_the_task_and_continue_goe
     )
     assert statuses(execution)["after_sum"] == "skipped"
     assert len(calls(execution)) == 2  # the failed start did not take a slot, and no more than 2 run
+
+
+def test_a_failing_engine_step_still_records_the_call_and_fails_only_its_execution(agent, monkeypatch):
+    execution = services.execute(workflow([{"key": "a", "capability": "echo"}]).pk)
+    (invocation,) = calls(execution, "a")
+
+    def broken(invocation_id, status):
+        TaskRun.objects.filter(execution=execution).update(error="half-done")  # rolled back with the step
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(services, "on_invocation_finished", broken)
+    play(invocation, agent, {"n": 1})
+    assert Invocation.objects.get(pk=invocation.pk).status == "succeeded"
+    execution = fresh(execution)
+    assert execution.status == "failed" and "engine bug" in execution.error
+    assert TaskRun.objects.get(execution=execution, key="a").error == ""

@@ -204,6 +204,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Redis: one list per priority level, 0 first (see agents/dispatch.py). Ignored by RabbitMQ.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"}
 CELERY_TASK_DEFAULT_PRIORITY = None
+# Celery's Django fix-up closes every database connection before and after each task unless this is
+# set: a new PostgreSQL connection per task (2-4 ms). With it, every worker (run_agent's and a plain
+# `celery -A masplatform worker` running the sweeps) keeps its connection; masplatform/celery.py checks
+# it (health, MASP_DB_CONN_MAX_AGE) before each task, and the agent runtime before a call after idling.
+# The fix-up still closes it after 2 x this many tasks.
+CELERY_DB_REUSE_MAX = 1000
 
 # --- Invocations ----------------------------------------------------------------
 MASP_INVOCATION_TIMEOUT = env_float("MASP_INVOCATION_TIMEOUT", 300.0)

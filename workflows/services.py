@@ -239,10 +239,11 @@ def execute(workflow_id: int, *, context: dict[str, Any] | None = None, requeste
     """Start an execution of a definition: copy it, create its task runs, start the roots."""
     if context is not None and not isinstance(context, dict):
         raise InvalidInput({"context": ["must be an object"]})
-    workflow = Workflow.objects.filter(pk=workflow_id).first()
-    if workflow is None:
-        raise NotFound(f"No workflow {workflow_id}.")
-    definition = definition_of(workflow)
+    with transaction.atomic():  # the row lock keeps an edit from landing between the two reads
+        workflow = Workflow.objects.select_for_update().filter(pk=workflow_id).first()
+        if workflow is None:
+            raise NotFound(f"No workflow {workflow_id}.")
+        definition = definition_of(workflow)
     # the stored definition was checked when saved; this re-check also catches a capability
     # deleted or changed since, and computes what each task reads
     _, specs, _ = check_definition(definition)
@@ -472,7 +473,7 @@ class _Engine:
         run.output = output
         run.agent_id = agent_id
         run.finished_at = self.now
-        run.save(update_fields=["status", "output", "agent", "finished_at", "attempts"])
+        run.save(update_fields=["status", "output", "agent", "finished_at", "attempts", "started_at"])
         self._count(TaskStatus.RUNNING, -1)
         self._count(TaskStatus.SUCCEEDED)
         updates = output.get("context_updates") if isinstance(output, dict) else None
@@ -489,7 +490,7 @@ class _Engine:
         run.status = TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED
         run.error = error
         run.finished_at = self.now
-        run.save(update_fields=["status", "error", "finished_at", "agent", "attempts", "resolved_input"])
+        run.save(update_fields=["status", "error", "finished_at", "agent", "attempts", "resolved_input", "started_at"])
         if was_running:
             self._count(TaskStatus.RUNNING, -1)
         self._count(run.status)
@@ -580,8 +581,13 @@ def on_invocation_finished(invocation_id: Any, status: str) -> None:
     shares = list(
         Invocation.objects.filter(workflow_call__task_run=run)
         .order_by("workflow_call__share")
-        .values("pk", "status", "output", "agent_id", "attempt", "error_type", "error_message", "timeout")
+        .values("pk", "status", "output", "agent_id", "attempt", "error_type", "error_message", "timeout", "started_at")
     )
+    began = [s["started_at"] for s in shares if s["started_at"]]
+    if began and all(s["attempt"] == 1 for s in shares):
+        # it waited in the queue from dispatch to its claim: it ran from then on (with retries,
+        # the task's time stays from its dispatch, which covers every attempt and backoff)
+        run.started_at = max(run.started_at or began[0], min(began))
     run.attempts = max((s["attempt"] for s in shares), default=run.attempts)
     this = next((s for s in shares if str(s["pk"]) == str(invocation_id)), None)
     if this is None:

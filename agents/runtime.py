@@ -7,12 +7,13 @@ import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 
 from agents.models import Agent, AgentState, Invocation, InvocationStatus
 from agents.sdk import AgentDefinition, CallContext, Cancelled
@@ -49,8 +50,25 @@ def current() -> Runtime | None:
     return _current
 
 
-def execute(invocation_id: str) -> str:
-    """Claim and run one invocation on this process's agent; returns what happened (for the log)."""
+# Check the database connection (health, CONN_MAX_AGE) before a call only when it has been idle this
+# long, or has seen an error, or is past its age: under load a SELECT 1 per call costs a round trip.
+IDLE_CHECK_AFTER = 1.0
+_last_call_at = 0.0
+
+
+def _check_connection() -> None:
+    idle = time.monotonic() - _last_call_at > IDLE_CHECK_AFTER
+    expired = connection.close_at is not None and time.monotonic() >= connection.close_at
+    if idle or expired or connection.errors_occurred:
+        close_old_connections()  # drops a broken connection or one past MASP_DB_CONN_MAX_AGE
+
+
+def execute(invocation_id: str, *, timeout: float | None = None) -> str:
+    """Claim and run one invocation on this process's agent; returns what happened (for the log).
+
+    ``timeout``: the call's timeout as its message carries it (a hint for the claim).
+    """
+    global _last_call_at
     from agents import services
 
     runtime = _current
@@ -59,10 +77,20 @@ def execute(invocation_id: str) -> str:
             "event=invocation_without_agent invocation=%s: this worker was not started by run_agent", invocation_id
         )
         return "no agent"
-    close_old_connections()  # a reused connection: drop it if broken or past MASP_DB_CONN_MAX_AGE
+    _check_connection()
     agent = Agent(pk=runtime.agent_pk, agent_id=runtime.definition.agent_id)
     try:
-        claimed = services.claim(invocation_id, agent=agent)
+        try:
+            claimed = services.claim(invocation_id, agent=agent, timeout=timeout)
+        except DatabaseError:
+            if connection.in_atomic_block:
+                raise
+            # a connection that broke while busy (not checked before this call): check it and try once more;
+            # if the claim committed before the error, this agent already holds the call
+            close_old_connections()
+            claimed = services.claim_of(invocation_id, agent=agent) or services.claim(
+                invocation_id, agent=agent, timeout=timeout
+            )
     except SoftTimeLimitExceeded:
         # The time limit counts from the task's start, so a very short timeout can expire
         # while the claim itself runs (a cold connection on a loaded host). Record it if the
@@ -72,6 +100,8 @@ def execute(invocation_id: str) -> str:
             return "not claimed"
         _timed_out(claimed.invocation, claimed.attempt)
         return "timed out"
+    finally:
+        _last_call_at = time.monotonic()
     if claimed is None:
         return "not claimed"
     try:
@@ -81,6 +111,8 @@ def execute(invocation_id: str) -> str:
         # transaction rolled back, so the attempt still holds the call
         _timed_out(claimed.invocation, claimed.attempt)
         return "timed out"
+    finally:
+        _last_call_at = time.monotonic()
 
 
 def _timed_out(invocation: Invocation, attempt: int) -> None:
@@ -139,9 +171,7 @@ def _run(runtime: Runtime, agent: Agent, invocation: Invocation, attempt: int) -
             error_message=f"the output of '{capability.name}' does not match its output schema: {'; '.join(problems)}",
         )
         return "failed"
-    services.record_success(
-        invocation.pk, attempt=attempt, output=output, started_at=invocation.started_at, agent_pk=runtime.agent_pk
-    )
+    services.record_success(invocation.pk, attempt=attempt, output=output, started_at=invocation.started_at)
     return "succeeded"
 
 
@@ -182,6 +212,7 @@ class Heartbeat(threading.Thread):
             state=state if state != self.sent_state else None,
         )
         self.sent_state = state if result.state in (AgentState.IDLE, AgentState.BUSY) else None
+        services.sync_agent_counters(self.runtime.agent_pk)
 
     def run(self) -> None:
         from masplatform.exceptions import Conflict, NotFound
@@ -205,3 +236,9 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
+        try:  # the counters of the calls since the last heartbeat
+            from agents import services
+
+            services.sync_agent_counters(self.runtime.agent_pk)
+        except Exception:
+            logger.warning("event=counter_sync_failed agent_id=%s", self.runtime.definition.agent_id, exc_info=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -90,6 +91,46 @@ def offers_of(agent: Agent) -> list[AgentCapability]:
     if offers is None:
         offers = list(agent.offers.select_related("capability"))
     return sorted(offers, key=lambda o: o.capability.name)
+
+
+@dataclass(frozen=True)
+class CallCounters:
+    """What an agent has done, from its invocation attempts: the truth the ``Agent`` counters are kept from."""
+
+    completed: int = 0
+    failed: int = 0  # attempts that failed or timed out (a cancelled or lost attempt is neither)
+    avg_response_time_ms: float | None = None  # mean duration of the completed ones
+
+
+def call_counters(agent_pks: Iterable[int]) -> dict[int, CallCounters]:
+    """``CallCounters`` of each agent (one grouped query; agents without attempts get zeros).
+
+    Recording a call no longer updates its agent's row (every worker process of an agent waited on that
+    one row); the API reads these instead, and the agent's worker copies them into the ``Agent``
+    columns with each heartbeat (``services.sync_agent_counters``) for the admin.
+    """
+    from agents.models import InvocationAttempt
+
+    pks = list(dict.fromkeys(agent_pks))
+    counters = dict.fromkeys(pks, CallCounters())
+    if not pks:
+        return counters
+    succeeded = Q(outcome=InvocationAttempt.Outcome.SUCCEEDED)
+    failed = Q(outcome__in=[InvocationAttempt.Outcome.FAILED, InvocationAttempt.Outcome.TIMED_OUT])
+    rows = (
+        InvocationAttempt.objects.filter(agent_id__in=pks)
+        .filter(succeeded | failed)
+        .values("agent_id")
+        .annotate(
+            completed=Count("id", filter=succeeded),
+            failed=Count("id", filter=failed),
+            avg_ms=Avg("duration_ms", filter=succeeded),
+        )
+        .order_by()
+    )
+    for row in rows:
+        counters[row["agent_id"]] = CallCounters(row["completed"], row["failed"], row["avg_ms"])
+    return counters
 
 
 def capabilities_with_stats(queryset: QuerySet[Capability] | None = None) -> QuerySet[Capability]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.validators import RegexValidator
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -19,7 +20,7 @@ from agents.models import (
     InvocationAttempt,
 )
 from agents.schemas import schema_error
-from agents.selectors import offers_of, tags_of
+from agents.selectors import CallCounters, call_counters, offers_of, tags_of
 from agents.services import CapabilitySpec
 
 capability_name = RegexValidator(
@@ -95,14 +96,30 @@ class OfferSerializer(serializers.Serializer):
     cost = serializers.FloatField()
 
 
+class AgentListSerializer(serializers.ListSerializer):
+    """Reads the call counters of a whole page of agents in one query (``selectors.call_counters``)."""
+
+    def to_representation(self, data: Any) -> list[dict[str, Any]]:
+        agents = list(data.all() if hasattr(data, "all") else data)
+        counters = call_counters(a.pk for a in agents)
+        for agent in agents:
+            agent._call_counters = counters[agent.pk]
+        return super().to_representation(agents)
+
+
 class AgentSerializer(serializers.ModelSerializer):
     tags = serializers.SerializerMethodField()
     capabilities = serializers.SerializerMethodField()
     heartbeat_age_seconds = serializers.SerializerMethodField()
     available = serializers.BooleanField(source="is_available", read_only=True)
+    # from the agent's invocation attempts, always current (the Agent columns follow with its heartbeats)
+    calls_completed = serializers.SerializerMethodField()
+    calls_failed = serializers.SerializerMethodField()
+    avg_response_time_ms = serializers.SerializerMethodField()
 
     class Meta:
         model = Agent
+        list_serializer_class = AgentListSerializer
         fields = [
             "agent_id",
             "name",
@@ -139,6 +156,24 @@ class AgentSerializer(serializers.ModelSerializer):
 
     def get_heartbeat_age_seconds(self, agent: Agent) -> float:
         return round((timezone.now() - agent.last_heartbeat_at).total_seconds(), 3)
+
+    def _counters(self, agent: Agent) -> CallCounters:
+        counters = getattr(agent, "_call_counters", None)
+        if counters is None:
+            counters = agent._call_counters = call_counters([agent.pk])[agent.pk]
+        return counters
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_calls_completed(self, agent: Agent) -> int:
+        return self._counters(agent).completed
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_calls_failed(self, agent: Agent) -> int:
+        return self._counters(agent).failed
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_avg_response_time_ms(self, agent: Agent) -> float | None:
+        return self._counters(agent).avg_response_time_ms
 
 
 class RegisteredAgentSerializer(AgentSerializer):

@@ -13,6 +13,7 @@ from agents.services.invocations import (
     failure_from_exception,
     invocation_finished,
     invoke,
+    invoke_many,
     record_failure,
     record_success,
     redispatch_waiting,
@@ -20,6 +21,7 @@ from agents.services.invocations import (
     requeue_running_on,
     retry,
     sweep_deadlines,
+    sync_agent_counters,
     waiting_reason,
 )
 from agents.services.registry import (
@@ -58,6 +60,7 @@ __all__ = [
     "heartbeat",
     "invocation_finished",
     "invoke",
+    "invoke_many",
     "new_token",
     "purge_history",
     "record_failure",
@@ -69,6 +72,7 @@ __all__ = [
     "retry",
     "sweep_deadlines",
     "sweep_stale_agents",
+    "sync_agent_counters",
     "tags_named",
     "unregister_agent",
     "update_capability",

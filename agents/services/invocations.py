@@ -20,26 +20,35 @@ running invocations (Agent rows first, then Invocation rows).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import random
 import traceback as tb
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, FloatField, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F, Q
 from django.dispatch import Signal
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 
 from agents import dispatch
-from agents.models import Agent, AgentState, Capability, Invocation, InvocationAttempt, InvocationStatus
+from agents.models import (
+    Agent,
+    AgentCapability,
+    AgentState,
+    Capability,
+    Invocation,
+    InvocationAttempt,
+    InvocationStatus,
+)
 from agents.models.invocation import FINISHED
 from masplatform import notify
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
@@ -55,10 +64,22 @@ Outcome = InvocationAttempt.Outcome
 QUEUED, RUNNING = InvocationStatus.QUEUED, InvocationStatus.RUNNING
 
 
+@functools.lru_cache(maxsize=512)
+def _validator(schema_json: str) -> Any:
+    schema = json.loads(schema_json)
+    return validator_for(schema, default=Draft202012Validator)(schema)
+
+
 def schema_errors(schema: Any, instance: Any, limit: int = 5) -> list[str]:
-    """'path: message' for each way ``instance`` fails ``schema`` (at most ``limit``)."""
-    cls = validator_for(schema, default=Draft202012Validator)
-    errors = sorted(cls(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    """'path: message' for each way ``instance`` fails ``schema`` (at most ``limit``).
+
+    The compiled validator is cached per process, keyed by the schema's content
+    (so a changed schema gets a new validator, never a stale one).
+    """
+    if schema == {} or schema is True:  # the empty schema accepts everything
+        return []
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     out = []
     for error in errors[:limit]:
         path = "/" + "/".join(str(p) for p in error.absolute_path)
@@ -89,7 +110,7 @@ def invoke(
     different body under the same key is a Conflict. The message is published
     after the transaction commits.
     """
-    cap = Capability.objects.filter(name=capability).first()
+    cap = _capability_named(capability)
     if cap is None:
         raise InvalidInput({"capability": [f"unknown capability '{capability}'"]})
     problems = schema_errors(cap.input_schema, input)
@@ -121,7 +142,7 @@ def invoke(
     now = timezone.now()
     try:
         with transaction.atomic():
-            invocation = Invocation.objects.create(
+            invocation = _insert(
                 capability=cap,
                 input=input,
                 priority=priority,
@@ -153,6 +174,127 @@ def invoke(
     return invocation, True
 
 
+# The most calls one invoke_many() takes.
+MAX_BATCH = 1000
+_CALL_KEYS = frozenset({"capability", "input", "priority", "timeout", "max_retries", "agent"})
+
+
+def invoke_many(calls: Iterable[Mapping[str, Any]], *, requested_by: str) -> list[Invocation]:
+    """Queue many calls at once: all or none, in one transaction; returns them in the order given.
+
+    Each call is a mapping with ``invoke``'s arguments ``capability``, ``input`` and optionally
+    ``priority``, ``timeout``, ``max_retries`` and ``agent`` (no ``idempotency_key``: the batch is
+    the unit a client retries). Every call is checked as ``invoke`` checks it; any problem is an
+    InvalidInput naming the call's index, and nothing is created. The calls are inserted with one
+    statement per batch and their messages published after the commit through one broker
+    connection. Each call is then an ordinary invocation (claim, retries, cancel, ``?wait=``).
+    """
+    calls = list(calls)
+    if not calls:
+        return []
+    if len(calls) > MAX_BATCH:
+        raise InvalidInput({"calls": [f"at most {MAX_BATCH} calls at once, got {len(calls)}"]})
+    names = {c.get("capability") for c in calls if isinstance(c, Mapping)}
+    caps = {c.name: c for c in Capability.objects.filter(name__in=[n for n in names if isinstance(n, str)])}
+    agent_ids = {c.get("agent") for c in calls if isinstance(c, Mapping) and c.get("agent")}
+    agents = {
+        a.agent_id: a
+        for a in Agent.objects.filter(agent_id__in=[a for a in agent_ids if isinstance(a, str)], unregistered_at=None)
+    }
+    offered = set(
+        AgentCapability.objects.filter(agent__in=agents.values(), capability__in=caps.values()).values_list(
+            "agent_id", "capability_id"
+        )
+    )
+    now = timezone.now()
+    errors: list[str] = []
+    rows: list[tuple[Invocation, str | None]] = []
+    for index, call in enumerate(calls):
+        problem = _check_call(call, caps, agents, offered)
+        if problem:
+            errors.append(f"call {index}: {problem}")
+            continue
+        cap, pinned = caps[call["capability"]], agents.get(call.get("agent") or "")
+        priority, max_retries = call.get("priority", 5), call.get("max_retries", 0)
+        timeout = call.get("timeout")
+        timeout = settings.MASP_INVOCATION_TIMEOUT if timeout is None else float(timeout)
+        body = {
+            "capability": cap.name,
+            "input": call["input"],
+            "priority": priority,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "agent": call.get("agent") or None,
+        }
+        invocation = Invocation(
+            capability=cap,
+            input=call["input"],
+            priority=priority,
+            timeout=timeout,
+            max_retries=max_retries,
+            pinned_agent=pinned,
+            request_hash=request_hash(body),
+            requested_by=requested_by,
+            created_at=now,
+            queued_at=now,
+            dispatched_at=now,
+        )
+        rows.append((invocation, pinned.agent_id if pinned else None))
+    if errors:
+        raise InvalidInput({"calls": errors[:20]})
+    invocations = [invocation for invocation, _ in rows]
+    with transaction.atomic():
+        Invocation.objects.bulk_create(invocations)
+        messages = [_message(invocation, invocation.capability.name, pinned) for invocation, pinned in rows]
+        transaction.on_commit(lambda: _publish_all(messages))
+    for invocation in invocations:
+        logger.debug("event=invocation_queued invocation=%s capability=%s", invocation.pk, invocation.capability.name)
+    logger.info(
+        "event=invocations_queued count=%d capabilities=%s requested_by=%s",
+        len(invocations),
+        ",".join(sorted({i.capability.name for i in invocations})),
+        requested_by,
+    )
+    return invocations
+
+
+def _check_call(
+    call: Any, caps: dict[str, Capability], agents: dict[str, Agent], offered: set[tuple[int, int]]
+) -> str | None:
+    """What is wrong with one call of ``invoke_many`` (None: nothing)."""
+    if not isinstance(call, Mapping):
+        return "must be an object with 'capability' and 'input'"
+    unknown = sorted(set(call) - _CALL_KEYS)
+    if unknown:
+        return f"unknown field(s) {', '.join(map(str, unknown))}"
+    name = call.get("capability")
+    cap = caps.get(name) if isinstance(name, str) else None
+    if cap is None:
+        return f"unknown capability '{name}'"
+    if not isinstance(call.get("input"), dict):
+        return "'input' must be an object"
+    problems = schema_errors(cap.input_schema, call["input"])
+    if problems:
+        return f"input does not match the input schema of '{name}': {'; '.join(problems)}"
+    priority = call.get("priority", 5)
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= dispatch.MAX_PRIORITY:
+        return f"priority must be 0-9, got {priority!r}"
+    max_retries = call.get("max_retries", 0)
+    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or not 0 <= max_retries <= 32767:
+        return f"max_retries must be 0-32767, got {max_retries!r}"
+    timeout = call.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0.1):
+        return f"timeout must be at least 0.1 seconds, got {timeout!r}"
+    agent_id = call.get("agent")
+    if agent_id:
+        pinned = agents.get(agent_id) if isinstance(agent_id, str) else None
+        if pinned is None:
+            return f"no registered agent '{agent_id}'"
+        if (pinned.pk, cap.pk) not in offered:
+            return f"agent '{agent_id}' does not offer '{name}'"
+    return None
+
+
 def _by_key(requested_by: str, key: str, digest: str) -> Invocation | None:
     existing = Invocation.objects.filter(requested_by=requested_by, idempotency_key=key).first()
     if existing is not None and existing.request_hash != digest:
@@ -163,14 +305,14 @@ def _by_key(requested_by: str, key: str, digest: str) -> Invocation | None:
     return existing
 
 
-def _dispatch_on_commit(
+def _message(
     invocation: Invocation, capability: str, pinned_agent_id: str | None, countdown: float = 0
-) -> None:
+) -> tuple[tuple[str], dict[str, Any]]:
+    """The args and publish options of ``invocation``'s message (its queue, priority and time limits)."""
     queue_name = (
         dispatch.agent_queue_name(pinned_agent_id) if pinned_agent_id else dispatch.capability_queue_name(capability)
     )
-    args = (str(invocation.pk),)
-    options = {
+    options: dict[str, Any] = {
         "queue": dispatch.queue(queue_name),
         "priority": dispatch.broker_priority(invocation.priority),
         "soft_time_limit": invocation.timeout,
@@ -178,6 +320,13 @@ def _dispatch_on_commit(
     }
     if countdown > 0:
         options["countdown"] = countdown
+    return (str(invocation.pk),), options
+
+
+def _dispatch_on_commit(
+    invocation: Invocation, capability: str, pinned_agent_id: str | None, countdown: float = 0
+) -> None:
+    args, options = _message(invocation, capability, pinned_agent_id, countdown)
 
     def publish() -> None:
         from agents.tasks import run_invocation
@@ -185,6 +334,17 @@ def _dispatch_on_commit(
         run_invocation.apply_async(args, **options)
 
     transaction.on_commit(publish)
+
+
+def _publish_all(messages: list[tuple[tuple[str], dict[str, Any]]]) -> None:
+    """Publish many messages through one producer (one broker connection). A message that is not
+    published leaves its call queued in the database; ``redispatch_waiting`` sends it later."""
+    from agents.tasks import run_invocation
+    from masplatform.celery import app
+
+    with app.producer_or_acquire() as producer:
+        for args, options in messages:
+            run_invocation.apply_async(args, producer=producer, **options)
 
 
 def dispatch_again(invocation: Invocation, countdown: float = 0) -> None:
@@ -200,13 +360,31 @@ class Claim:
     attempt: int
 
 
-def claim(invocation_id: str, *, agent: Agent) -> Claim | None:
+def claim(invocation_id: str, *, agent: Agent, timeout: float | None = None) -> Claim | None:
     """Take a queued invocation for ``agent``: ``queued -> running``, bumping the attempt.
 
     Returns None, doing nothing, when the call is no longer queued (a
     duplicate or late message), was cancelled, is in its retry backoff, or is
     pinned to another agent.
+
+    ``timeout`` is the call's timeout as the worker's message carries it (its
+    soft time limit), a hint that saves a statement on SQLite; the deadline is
+    always computed from the row's own timeout.
+
+    The common case is one conditional ``UPDATE ... RETURNING`` (the
+    compare-and-swap, with the cancel, pinned-agent and backoff checks in its
+    WHERE) and the attempt's INSERT, in one transaction (one statement on
+    PostgreSQL). When it matches nothing, the slower path below tells a
+    duplicate from a message that arrived ahead of its backoff.
     """
+    if _fast_claim_supported():
+        claimed = _claim_fast(invocation_id, agent, timeout)
+        if claimed is not None:
+            return claimed
+    return _claim_slow(invocation_id, agent)
+
+
+def _claim_slow(invocation_id: str, agent: Agent) -> Claim | None:
     now = timezone.now()
     invocation = (
         Invocation.objects.select_related("capability")
@@ -217,7 +395,7 @@ def claim(invocation_id: str, *, agent: Agent) -> Claim | None:
     if invocation is None:
         return None
     early = (invocation.not_before - now).total_seconds() if invocation.not_before else 0
-    if early > 0.5:  # a message ahead of its backoff (clock skew, a duplicate): send it again for later
+    if early > EARLY_TOLERANCE:  # a message ahead of its backoff (clock skew, a duplicate): send it again for later
         with transaction.atomic():
             dispatch_again(invocation, countdown=early)
         return None
@@ -239,10 +417,157 @@ def claim(invocation_id: str, *, agent: Agent) -> Claim | None:
         InvocationAttempt.objects.create(invocation_id=invocation_id, number=previous + 1, agent=agent, started_at=now)
     for field, value in claimed.items():
         setattr(invocation, field, value)
-    logger.info(
-        "event=invocation_claimed invocation=%s attempt=%d agent_id=%s", invocation_id, previous + 1, agent.agent_id
-    )
+    _log_claimed(invocation_id, previous + 1, agent)
     return Claim(invocation, previous + 1)
+
+
+# A message may arrive this much ahead of the call's not_before (clock skew) and still be claimed.
+EARLY_TOLERANCE = 0.5
+
+# The claimed call's columns, in order, as the fast claim returns them.
+_CLAIM_FIELDS = list(Invocation._meta.concrete_fields)
+_TIMEOUT, _DEADLINE, _ATTEMPT = (
+    _CLAIM_FIELDS.index(Invocation._meta.get_field(name)) for name in ("timeout", "deadline_at", "attempt")
+)
+
+
+def _fast_claim_supported() -> bool:
+    """``UPDATE ... RETURNING``: PostgreSQL, and SQLite from 3.35 (as Django's INSERT ... RETURNING)."""
+    connection = transaction.get_connection()
+    return connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_columns_from_insert
+
+
+def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Claim | None:
+    connection = transaction.get_connection()
+    ops = connection.ops
+    qn = ops.quote_name
+    inv, att = qn(Invocation._meta.db_table), qn(InvocationAttempt._meta.db_table)
+    cap_table = qn(Capability._meta.db_table)
+    now = timezone.now()
+    grace = settings.MASP_HARD_TIMEOUT_GRACE
+    pk = Invocation._meta.pk.get_db_prep_value(invocation_id, connection)
+    at_now = ops.adapt_datetimefield_value(now)
+    latest_start = ops.adapt_datetimefield_value(now + timedelta(seconds=EARLY_TOLERANCE))
+    columns = ", ".join(f"{inv}.{qn(f.column)}" for f in _CLAIM_FIELDS)
+    where = (
+        f"{inv}.id = %s AND {inv}.status = %s AND NOT {inv}.cancel_requested"
+        f" AND ({inv}.pinned_agent_id IS NULL OR {inv}.pinned_agent_id = %s)"
+        f" AND ({inv}.not_before IS NULL OR {inv}.not_before <= %s)"
+    )
+    where_params = [pk, QUEUED, agent.pk, latest_start]
+    # the capability's updated_at comes back with the row: the per-process capability cache is keyed by it
+    cap_version = f"(SELECT c.updated_at FROM {cap_table} c WHERE c.id = {inv}.capability_id)"
+    if connection.vendor == "postgresql":
+        # one statement (its own transaction outside an atomic block): the claim and the attempt's INSERT
+        sql = (
+            f"WITH claimed AS (UPDATE {inv} SET status = %s, attempt = {inv}.attempt + 1, agent_id = %s,"
+            f" started_at = %s, deadline_at = %s + ({inv}.timeout + %s) * interval '1 second',"
+            f" not_before = NULL, progress = NULL, progress_message = ''"
+            f" WHERE {where} RETURNING {columns}, {cap_version}),"
+            f" new_attempt AS (INSERT INTO {att} (invocation_id, number, agent_id, outcome, started_at,"
+            f" error_type, error_message, error_traceback)"
+            f" SELECT id, attempt, %s, %s, %s, '', '', '' FROM claimed)"
+            f" SELECT * FROM claimed"
+        )
+        params = [RUNNING, agent.pk, at_now, at_now, grace, *where_params, agent.pk, Outcome.RUNNING, at_now]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+    else:
+        assumed = settings.MASP_INVOCATION_TIMEOUT if timeout is None else timeout
+        deadline = ops.adapt_datetimefield_value(now + timedelta(seconds=assumed + grace))
+        sql = (
+            f"UPDATE {inv} SET status = %s, attempt = attempt + 1, agent_id = %s, started_at = %s,"
+            f" deadline_at = %s, not_before = NULL, progress = NULL, progress_message = ''"
+            f" WHERE {where} RETURNING {columns}, {cap_version}"
+        )
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [RUNNING, agent.pk, at_now, deadline, *where_params])
+            rows = cursor.fetchall()
+            if not rows:
+                return None
+            row = list(rows[0])
+            if row[_TIMEOUT] != assumed:  # the hint was wrong (or absent): the deadline from the row's timeout
+                row[_DEADLINE] = ops.adapt_datetimefield_value(now + timedelta(seconds=row[_TIMEOUT] + grace))
+                cursor.execute(f"UPDATE {inv} SET deadline_at = %s WHERE id = %s", [row[_DEADLINE], pk])
+            cursor.execute(
+                f"INSERT INTO {att} (invocation_id, number, agent_id, outcome, started_at,"
+                f" error_type, error_message, error_traceback) VALUES (%s, %s, %s, %s, %s, '', '', '')",
+                [
+                    pk,
+                    row[_ATTEMPT],
+                    agent.pk,
+                    Outcome.RUNNING,
+                    at_now,
+                ],
+            )
+    invocation = _invocation_from_row(connection, row[:-1])
+    invocation.capability = _capability(invocation.capability_id, row[-1])
+    invocation.agent = agent
+    _log_claimed(invocation_id, invocation.attempt, agent)
+    return Claim(invocation, invocation.attempt)
+
+
+def _invocation_from_row(connection: Any, row: Any) -> Invocation:
+    values = []
+    for field, value in zip(_CLAIM_FIELDS, row, strict=True):
+        col = field.get_col(Invocation._meta.db_table)
+        for converter in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
+            value = converter(value, col, connection)
+        values.append(value)
+    return Invocation.from_db(connection.alias, [f.attname for f in _CLAIM_FIELDS], values)
+
+
+# Per process: capability id -> (its updated_at as the database returned it, the row). Capability
+# contracts change rarely; every claim brings the current updated_at back, so a changed one is read again.
+_capabilities: dict[int, tuple[Any, Capability]] = {}
+
+
+def _capability_named(name: str) -> Capability | None:
+    """The capability called ``name``: its id and updated_at read (one light statement), the row from the
+    per-process cache when that version is cached."""
+    connection = transaction.get_connection()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, updated_at FROM {connection.ops.quote_name(Capability._meta.db_table)} WHERE name = %s", [name]
+        )
+        row = cursor.fetchone()
+    return None if row is None else _capability(row[0], row[1])
+
+
+def _insert(**values: Any) -> Invocation:
+    """``Invocation.objects.create(**values)`` as one plain INSERT, without building the ORM's query
+    (the model has no save hooks, auto_now fields or database-side defaults)."""
+    invocation = Invocation(**values)
+    connection = transaction.get_connection()
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in _CLAIM_FIELDS)
+    params = [f.get_db_prep_save(getattr(invocation, f.attname), connection) for f in _CLAIM_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {qn(Invocation._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(params))})",
+            params,
+        )
+    invocation._state.adding = False
+    invocation._state.db = connection.alias
+    return invocation
+
+
+def _capability(capability_id: int, version: Any) -> Capability:
+    cached = _capabilities.get(capability_id)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    capability = Capability.objects.get(pk=capability_id)
+    if len(_capabilities) > 1000:
+        _capabilities.clear()
+    _capabilities[capability_id] = (version, capability)
+    return capability
+
+
+def _log_claimed(invocation_id: Any, attempt: int, agent: Agent) -> None:
+    logger.info("event=invocation_claimed invocation=%s attempt=%d agent_id=%s", invocation_id, attempt, agent.agent_id)
 
 
 def claim_of(invocation_id: str, *, agent: Agent) -> Claim | None:
@@ -281,19 +606,18 @@ def _finish_attempt(
     return duration_ms
 
 
-def _count_on_agent(agent_id: int | None, *, succeeded: bool, duration_ms: float | None) -> None:
-    if agent_id is None:
-        return
-    if succeeded:
-        done = F("calls_completed")
-        x = Value(duration_ms if duration_ms is not None else 0.0, output_field=FloatField())
-        mean = Coalesce(F("avg_response_time_ms"), x)
-        # one UPDATE: the running mean over completed calls, mean + (x - mean) / (n + 1)
-        Agent.objects.filter(pk=agent_id).update(
-            calls_completed=done + 1, avg_response_time_ms=mean + (x - mean) / (done + 1)
-        )
-    else:
-        Agent.objects.filter(pk=agent_id).update(calls_failed=F("calls_failed") + 1)
+def sync_agent_counters(agent_pk: int) -> None:
+    """Copy the agent's call counters, derived from its attempts (``selectors.call_counters``), into its
+    ``Agent`` columns (shown by the admin and ``manage.py fleet``). The agent's worker does this with each
+    heartbeat and when it stops; recording a success does not touch the agent's row."""
+    from agents.selectors import call_counters
+
+    counters = call_counters([agent_pk])[agent_pk]
+    Agent.objects.filter(pk=agent_pk).update(
+        calls_completed=counters.completed,
+        calls_failed=counters.failed,
+        avg_response_time_ms=counters.avg_response_time_ms,
+    )
 
 
 def _finished(invocation: Invocation | str, status: str) -> None:
@@ -308,40 +632,72 @@ def record_success(
 
     The output must already be valid against the output schema (``check_output``).
     A call whose cancel was requested while it ran is recorded ``cancelled``.
-    One conditional UPDATE in the common case; ``started_at`` and ``agent_pk``
-    (which the worker knows from its claim) save reading them back.
+    In the common case one transaction with a conditional UPDATE of the call and
+    the UPDATE of its attempt (one statement on PostgreSQL); ``started_at``
+    (which the worker knows from its claim) saves reading it back. The agent's
+    counters are derived from its attempts (``selectors.call_counters``),
+    not written here. ``agent_pk`` is accepted for compatibility and unused.
     """
     now = timezone.now()
     with transaction.atomic():
-        recorded = Invocation.objects.filter(
-            pk=invocation_id, status=RUNNING, attempt=attempt, cancel_requested=False
-        ).update(
-            status=InvocationStatus.SUCCEEDED,
-            output=output,
-            finished_at=now,
-            progress=1.0,
-            # earlier attempts' errors stay on their attempts; the call itself no longer has one
-            error_type="",
-            error_message="",
-            error_traceback="",
-        )
-        if not recorded:
+        if started_at is None:
+            started_at = (
+                InvocationAttempt.objects.filter(invocation_id=invocation_id, number=attempt)
+                .values_list("started_at", flat=True)
+                .first()
+            )
+        duration = (now - started_at).total_seconds() * 1000 if started_at else None
+        if not _record_success_rows(invocation_id, attempt, output, now, duration):
             invocation = (
                 Invocation.objects.select_for_update().filter(pk=invocation_id, status=RUNNING, attempt=attempt).first()
             )
             if invocation is None:
                 return False  # this attempt no longer holds the call
             return _cancel_running(invocation, now)  # its cancel was requested while it ran
-        if agent_pk is None:
-            agent_pk = Invocation.objects.filter(pk=invocation_id).values_list("agent_id", flat=True).first()
-        duration = _finish_attempt(invocation_id, attempt, Outcome.SUCCEEDED, now, started_at=started_at)
-        _count_on_agent(agent_pk, succeeded=True, duration_ms=duration)
         invocation_finished.send(sender=Invocation, invocation_id=invocation_id, status=InvocationStatus.SUCCEEDED)
         _finished(invocation_id, InvocationStatus.SUCCEEDED)
     logger.info(
         "event=invocation_succeeded invocation=%s attempt=%d duration_ms=%.1f", invocation_id, attempt, duration or 0
     )
     return True
+
+
+def _record_success_rows(invocation_id: Any, attempt: int, output: Any, now: datetime, duration: float | None) -> bool:
+    """The call ``running`` with this attempt and no cancel -> ``succeeded``, and its attempt closed; False if
+    the call did not match (nothing written). Inside the caller's transaction."""
+    connection = transaction.get_connection()
+    ops, qn = connection.ops, connection.ops.quote_name
+    inv, att = qn(Invocation._meta.db_table), qn(InvocationAttempt._meta.db_table)
+    pk = Invocation._meta.pk.get_db_prep_value(invocation_id, connection)
+    at_now = ops.adapt_datetimefield_value(now)
+    output_value = Invocation._meta.get_field("output").get_db_prep_save(output, connection)
+    # earlier attempts' errors stay on their attempts; the call itself no longer has one
+    update_call = (
+        f"UPDATE {inv} SET status = %s, output = %s, finished_at = %s, progress = 1.0,"
+        f" error_type = '', error_message = '', error_traceback = ''"
+        f" WHERE id = %s AND status = %s AND attempt = %s AND NOT cancel_requested"
+    )
+    call_params = [InvocationStatus.SUCCEEDED, output_value, at_now, pk, RUNNING, attempt]
+    set_attempt = (
+        "outcome = %s, finished_at = %s, duration_ms = %s, error_type = '', error_message = '', error_traceback = ''"
+    )
+    attempt_params = [Outcome.SUCCEEDED, at_now, duration]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH recorded AS ({update_call} RETURNING id),"
+                f" closed AS (UPDATE {att} SET {set_attempt} WHERE invocation_id IN (SELECT id FROM recorded)"
+                f" AND number = %s) SELECT count(*) FROM recorded",
+                [*call_params, *attempt_params, attempt],
+            )
+            return cursor.fetchone()[0] == 1
+        cursor.execute(update_call, call_params)
+        if cursor.rowcount != 1:
+            return False
+        cursor.execute(
+            f"UPDATE {att} SET {set_attempt} WHERE invocation_id = %s AND number = %s", [*attempt_params, pk, attempt]
+        )
+        return True
 
 
 def check_output(capability: Capability, output: Any) -> list[str]:
@@ -404,7 +760,6 @@ def _fail_attempt(
         error_message=error_message,
         error_traceback=error_traceback,
     )
-    _count_on_agent(invocation.agent_id, succeeded=False, duration_ms=None)
     invocation.failed_attempts += 1
     invocation.error_type, invocation.error_message = error_type, error_message
     invocation.error_traceback = error_traceback

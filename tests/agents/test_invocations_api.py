@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from agents import services
+from agents import selectors, services
 from agents.models import Invocation, InvocationAttempt
 from tests.factories import AgentFactory, CapabilityFactory, token_for
 
@@ -133,8 +133,8 @@ def test_claim_is_a_compare_and_swap_and_only_the_holder_records(calc):
     assert services.record_success(invocation.pk, attempt=1, output={"sum": 4}) is False  # recorded once
     invocation.refresh_from_db()
     assert (invocation.status, invocation.output, invocation.agent_id) == ("succeeded", {"sum": 3}, a.pk)
-    a.refresh_from_db()
-    assert a.calls_completed == 1 and a.avg_response_time_ms is not None
+    counters = selectors.call_counters([a.pk])[a.pk]
+    assert counters.completed == 1 and counters.failed == 0 and counters.avg_response_time_ms is not None
 
 
 def test_retry_of_a_failed_call(staff_client, calc):

@@ -40,7 +40,24 @@ def test_a_call_runs_on_an_agent_and_its_output_is_recorded_through_the_api(proc
     assert data["status"] == "succeeded", data
     assert data["output"] == {"echo": {"x": 1}, "agent_id": "sample-1", "attempt": 1}
     assert data["agent"] == "sample-1" and [a["outcome"] for a in data["attempts"]] == ["succeeded"]
-    assert Agent.objects.get(agent_id="sample-1").calls_completed == 1
+    assert client.get("/api/agents/sample-1/").json()["calls_completed"] == 1
+
+
+def test_calls_queued_by_invoke_many_run_once_each_and_count_for_the_agent(processes):
+    processes.agent(agent_id="sample-1", concurrency=2)
+    calls = services.invoke_many(
+        [{"capability": "echo", "input": {"n": i}} for i in range(50)], requested_by="user:test"
+    )
+    wait_until(
+        lambda: Invocation.objects.filter(status="succeeded").count() == 50,
+        timeout=60,
+        interval=0.2,
+        message="50 calls to succeed",
+    )
+    assert InvocationAttempt.objects.count() == 50
+    assert Invocation.objects.get(pk=calls[7].pk).output["echo"] == {"n": 7}
+    agent = Agent.objects.get(agent_id="sample-1")
+    assert selectors.call_counters([agent.pk])[agent.pk].completed == 50
 
 
 def test_a_bad_output_fails_the_call_with_a_clear_error(processes):
@@ -76,7 +93,8 @@ def test_500_concurrent_calls_over_two_agents_all_succeed_exactly_once(processes
     )
     assert InvocationAttempt.objects.count() == 500
     assert all(Invocation.objects.get(pk=c.pk).output["echo"] == {"n": i} for i, c in enumerate(calls[:20]))
-    by_agent = dict(Agent.objects.filter(agent_id__startswith="sample-").values_list("agent_id", "calls_completed"))
+    agents = dict(Agent.objects.filter(agent_id__startswith="sample-").values_list("pk", "agent_id"))
+    by_agent = {agents[pk]: c.completed for pk, c in selectors.call_counters(agents).items()}
     assert sum(by_agent.values()) == 500 and all(n > 0 for n in by_agent.values()), by_agent
 
 

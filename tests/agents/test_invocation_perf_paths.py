@@ -1,0 +1,248 @@
+"""The fast paths of an invocation (one-statement claim, lean record, cached validators, derived
+counters) keep every guarantee of the slow ones. Real database, no workers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from agents import selectors, services
+from agents.models import Invocation, InvocationAttempt
+from agents.services import invocations as inv
+from masplatform.exceptions import InvalidInput
+from tests.factories import AgentFactory, CapabilityFactory
+
+pytestmark = pytest.mark.django_db
+OUT = {"type": "object", "properties": {"sum": {"type": "number"}}, "required": ["sum"]}
+
+
+@pytest.fixture
+def calc():
+    return CapabilityFactory(name="calculation", input_schema={"type": "object"}, output_schema=OUT)
+
+
+def invoke(**kwargs) -> Invocation:
+    return services.invoke(capability="calculation", input={"a": 1}, requested_by="user:x", **kwargs)[0]
+
+
+def test_the_fast_claim_is_supported_on_both_stacks():
+    assert inv._fast_claim_supported()
+
+
+def test_the_claim_returns_the_whole_row_and_opens_one_attempt(calc):
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    queued = invoke(timeout=7, priority=8)
+    claimed = services.claim(str(queued.pk), agent=agent, timeout=999)  # a wrong hint: the row's timeout counts
+    assert claimed is not None and claimed.attempt == 1
+    stored = Invocation.objects.get(pk=queued.pk)
+    got = claimed.invocation
+    for field in Invocation._meta.concrete_fields:
+        assert getattr(got, field.attname) == getattr(stored, field.attname), field.name
+    assert (stored.status, stored.agent_id, stored.priority, got.capability.name) == (
+        "running",
+        agent.pk,
+        8,
+        "calculation",
+    )
+    expected_deadline = stored.started_at + timedelta(seconds=7 + 10.0)
+    assert abs((stored.deadline_at - expected_deadline).total_seconds()) < 0.01
+    attempt = InvocationAttempt.objects.get(invocation=queued)
+    assert (attempt.number, attempt.agent_id, attempt.outcome, attempt.started_at) == (
+        1,
+        agent.pk,
+        "running",
+        stored.started_at,
+    )
+
+
+def test_the_claim_refuses_pinned_elsewhere_cancelled_and_duplicates(calc):
+    a = AgentFactory(agent_id="a", offers={"calculation": 1})
+    b = AgentFactory(agent_id="b", offers={"calculation": 1})
+    pinned = invoke(agent="a")
+    assert services.claim(str(pinned.pk), agent=b) is None
+    assert services.claim(str(pinned.pk), agent=a).attempt == 1
+    assert services.claim(str(pinned.pk), agent=a) is None  # a duplicate delivery
+    cancelled = invoke()
+    Invocation.objects.filter(pk=cancelled.pk).update(cancel_requested=True)
+    assert services.claim(str(cancelled.pk), agent=a) is None
+    assert InvocationAttempt.objects.count() == 1
+    assert Invocation.objects.get(pk=cancelled.pk).status == "queued"
+
+
+def test_a_message_ahead_of_its_backoff_is_sent_again_and_claims_nothing(calc):
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    call = invoke()
+    before = timezone.now() - timedelta(minutes=1)
+    Invocation.objects.filter(pk=call.pk).update(
+        not_before=timezone.now() + timedelta(seconds=30), dispatched_at=before
+    )
+    assert services.claim(str(call.pk), agent=agent) is None
+    call.refresh_from_db()
+    assert call.status == "queued" and call.attempt == 0 and call.dispatched_at > before
+    # within the tolerance (clock skew) it is claimed
+    Invocation.objects.filter(pk=call.pk).update(not_before=timezone.now() + timedelta(seconds=0.2))
+    assert services.claim(str(call.pk), agent=agent).attempt == 1
+    assert Invocation.objects.get(pk=call.pk).not_before is None
+
+
+def test_a_changed_capability_contract_reaches_the_claim(calc):
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    first = services.claim(str(invoke().pk), agent=agent)
+    assert services.check_output(first.invocation.capability, {"sum": 1}) == []
+    services.update_capability(name="calculation", output_schema={"type": "object", "required": ["total"]})
+    second = services.claim(str(invoke().pk), agent=agent)
+    assert services.check_output(second.invocation.capability, {"sum": 1}) == ["/: 'total' is a required property"]
+
+
+def test_validators_are_cached_by_schema_content():
+    one = {"type": "object", "required": ["x"]}
+    assert inv.schema_errors(one, {}) == ["/: 'x' is a required property"]
+    assert inv.schema_errors({"type": "object", "required": ["y"]}, {}) == ["/: 'y' is a required property"]
+    assert inv.schema_errors({}, 5) == [] and inv.schema_errors(True, None) == []
+    assert inv.schema_errors({"type": "string"}, 5) == ["/: 5 is not of type 'string'"]
+
+
+def test_success_is_recorded_once_and_a_cancel_while_running_wins(calc):
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    call = invoke()
+    claimed = services.claim(str(call.pk), agent=agent)
+    Invocation.objects.filter(pk=call.pk).update(cancel_requested=True)
+    assert services.record_success(call.pk, attempt=claimed.attempt, output={"sum": 2}) is True
+    call.refresh_from_db()
+    assert call.status == "cancelled" and call.output is None
+    assert InvocationAttempt.objects.get(invocation=call).outcome == "cancelled"
+    assert services.record_success(call.pk, attempt=claimed.attempt, output={"sum": 2}) is False
+
+    other = invoke()
+    claimed = services.claim(str(other.pk), agent=agent)
+    # without started_at (not from the runtime) the attempt's start is read back for the duration
+    assert services.record_success(other.pk, attempt=claimed.attempt, output={"sum": 3}) is True
+    attempt = InvocationAttempt.objects.get(invocation=other)
+    assert attempt.outcome == "succeeded" and attempt.duration_ms is not None and attempt.finished_at is not None
+    other.refresh_from_db()
+    assert (other.status, other.output, other.progress, other.error_type) == ("succeeded", {"sum": 3}, 1.0, "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invocation_finished_is_sent_inside_the_recording_transaction(calc, broker_url):
+    seen = []
+
+    def receiver(sender, invocation_id, status, **kwargs):
+        seen.append((str(invocation_id), status, transaction.get_connection().in_atomic_block))
+
+    services.invocation_finished.connect(receiver)
+    try:
+        agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+        ok, cancelled = invoke(), invoke()
+        claimed = services.claim(str(ok.pk), agent=agent)
+        services.record_success(ok.pk, attempt=claimed.attempt, output={"sum": 1}, started_at=timezone.now())
+        claimed = services.claim(str(cancelled.pk), agent=agent)
+        services.cancel(cancelled.pk)
+        services.record_success(cancelled.pk, attempt=claimed.attempt, output={"sum": 1})
+    finally:
+        services.invocation_finished.disconnect(receiver)
+    assert seen == [(str(ok.pk), "succeeded", True), (str(cancelled.pk), "cancelled", True)]
+
+
+def test_agent_counters_come_from_attempts_in_the_api_and_follow_in_the_columns(calc, user_client):
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    AgentFactory(agent_id="idle")
+    for output in ({"sum": 1}, {"sum": 2}):
+        call = invoke()
+        claimed = services.claim(str(call.pk), agent=agent)
+        services.record_success(call.pk, attempt=claimed.attempt, output=output)
+    failing = invoke()
+    claimed = services.claim(str(failing.pk), agent=agent)
+    services.record_failure(failing.pk, attempt=claimed.attempt, error_type="ValueError", error_message="no")
+    durations = list(InvocationAttempt.objects.filter(outcome="succeeded").values_list("duration_ms", flat=True))
+
+    detail = user_client.get("/api/agents/a/").json()
+    assert (detail["calls_completed"], detail["calls_failed"]) == (2, 1)
+    assert detail["avg_response_time_ms"] == pytest.approx(sum(durations) / 2)
+    listed = {a["agent_id"]: a for a in user_client.get("/api/agents/").json()["results"]}
+    assert (listed["a"]["calls_completed"], listed["idle"]["calls_completed"]) == (2, 0)
+    assert listed["idle"]["avg_response_time_ms"] is None
+
+    services.sync_agent_counters(agent.pk)  # what the worker's heartbeat does
+    agent.refresh_from_db()
+    assert (agent.calls_completed, agent.calls_failed) == (2, 1)
+    assert agent.avg_response_time_ms == pytest.approx(sum(durations) / 2)
+    assert selectors.call_counters([agent.pk])[agent.pk].completed == 2
+
+
+def test_invoke_many_queues_all_or_nothing(calc):
+    AgentFactory(agent_id="a", offers={"calculation": 1})
+    AgentFactory(agent_id="other", offers={"something_else": 1})
+    calls = [
+        {"capability": "calculation", "input": {"i": 0}},
+        {"capability": "calculation", "input": {"i": 1}, "priority": 9, "timeout": 7, "max_retries": 2, "agent": "a"},
+    ]
+    made = services.invoke_many(calls, requested_by="user:x")
+    assert [i.input for i in made] == [{"i": 0}, {"i": 1}]
+    stored = {i.pk: i for i in Invocation.objects.all()}
+    assert set(stored) == {i.pk for i in made}
+    second = stored[made[1].pk]
+    assert (second.status, second.priority, second.timeout, second.max_retries, second.pinned_agent.agent_id) == (
+        "queued",
+        9,
+        7.0,
+        2,
+        "a",
+    )
+    assert second.requested_by == "user:x" and second.request_hash and second.dispatched_at is not None
+    # each is an ordinary invocation: claimed (by the pinned agent only) and recorded as usual
+    assert services.claim(str(second.pk), agent=AgentFactory(agent_id="b", offers={"calculation": 1})) is None
+
+    bad = [
+        {"capability": "calculation", "input": {"i": 2}},
+        {"capability": "nothing", "input": {}},
+        {"capability": "calculation", "input": {}, "priority": 10},
+        {"capability": "calculation", "input": {}, "agent": "other"},
+        {"capability": "calculation", "input": {}, "agent": "ghost"},
+        {"capability": "calculation", "input": [], "idempotency_key": "k"},
+        "not a call",
+    ]
+    with pytest.raises(InvalidInput) as error:
+        services.invoke_many(bad, requested_by="user:x")
+    detail = str(error.value.detail)
+    for words in (
+        "call 1: unknown capability 'nothing'",
+        "call 2: priority must be 0-9, got 10",
+        "call 3: agent 'other' does not offer 'calculation'",
+        "call 4: no registered agent 'ghost'",
+        "call 5: unknown field(s) idempotency_key",
+        "call 6: must be an object",
+    ):
+        assert words in detail, detail
+    assert "call 0" not in detail
+    assert Invocation.objects.count() == 2  # nothing of the bad batch
+    assert services.invoke_many([], requested_by="user:x") == []
+
+
+def test_invoke_many_checks_each_input_against_the_schema():
+    CapabilityFactory(name="typed", input_schema={"type": "object", "required": ["x"]})
+    with pytest.raises(InvalidInput) as error:
+        services.invoke_many(
+            [{"capability": "typed", "input": {"x": 1}}, {"capability": "typed", "input": {}}], requested_by="u"
+        )
+    assert "call 1: input does not match the input schema of 'typed': /: 'x' is a required property" in str(
+        error.value.detail
+    )
+    assert not Invocation.objects.exists()
+
+
+def test_invoke_writes_the_same_row_as_the_orm_would(calc):
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    made = invoke(priority=2, timeout=3.5, max_retries=1, agent="a", idempotency_key="k")
+    stored = Invocation.objects.get(pk=made.pk)
+    for field in Invocation._meta.concrete_fields:
+        assert getattr(made, field.attname) == getattr(stored, field.attname), field.name
+    assert stored.pinned_agent_id == agent.pk and stored.output is None and stored.progress is None
+    assert Invocation.objects.filter(pk=made.pk, output__isnull=True, input__a=1, error_type="").exists()
+    assert not made._state.adding
+    made.priority = 3
+    made.save(update_fields=["priority"])  # an UPDATE of the existing row, not a second INSERT
+    assert Invocation.objects.get().priority == 3

@@ -69,9 +69,11 @@ class WorkflowTask(models.Model):
     condition = models.TextField(blank=True)
     required_agents = models.PositiveSmallIntegerField(null=True, blank=True)
     aggregation = models.CharField(max_length=16, choices=Aggregation.choices, blank=True)
+    reads = models.JSONField(default=list, blank=True, help_text="keys of the upstream tasks its references read")
+    dependents = models.JSONField(default=list, blank=True, help_text="keys of the tasks that depend on it")
 
     class Meta:
-        ordering = ["workflow", "position"]
+        ordering = ["workflow_id", "position"]
         constraints = [models.UniqueConstraint(fields=["workflow", "key"], name="workflow_task_key_unique")]
 
     def __str__(self) -> str:
@@ -96,7 +98,9 @@ class Execution(models.Model):
     workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
     workflow_name = models.CharField(max_length=200)
     workflow_version = models.PositiveIntegerField(default=1)
-    definition = models.JSONField(help_text="the definition as it was when the execution started")
+    definition = models.JSONField(
+        help_text="the workflow's own fields as they were when the execution started (its task runs copy the tasks)"
+    )
     status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING)
     context = models.JSONField(default=dict, blank=True)
     failure_strategy = models.CharField(max_length=16, choices=FailureStrategy.choices)
@@ -105,6 +109,7 @@ class Execution(models.Model):
     # counters kept by the engine in the same transactions that change tasks
     tasks_total = models.PositiveIntegerField(default=0)
     tasks_running = models.PositiveIntegerField(default=0)
+    tasks_ready = models.PositiveIntegerField(default=0, help_text="ready tasks waiting for a slot (or agents)")
     tasks_succeeded = models.PositiveIntegerField(default=0)
     tasks_failed = models.PositiveIntegerField(default=0)
     tasks_skipped = models.PositiveIntegerField(default=0)
@@ -181,7 +186,7 @@ class TaskRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["execution", "position"]
+        ordering = ["execution_id", "position"]
         constraints = [models.UniqueConstraint(fields=["execution", "key"], name="taskrun_key_unique")]
         indexes = [
             # the next ready tasks of an execution, highest priority first
@@ -216,7 +221,7 @@ class TaskCall(models.Model):
     share = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
-        ordering = ["task_run", "share"]
+        ordering = ["task_run_id", "share"]
 
     def __str__(self) -> str:
         return f"{self.task_run.key}#{self.share}"

@@ -31,11 +31,12 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from jsonschema.validators import Draft202012Validator, validator_for
@@ -47,6 +48,7 @@ from agents.services.invocations import dispatch_again
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
 from workflows import dag
 from workflows.aggregation import aggregate
+from workflows.bulk import insert_rows
 from workflows.expressions import Scope, parse_condition, resolve
 from workflows.models import (
     EXECUTION_ACTIVE,
@@ -139,28 +141,56 @@ def check_definition(data: dict[str, Any]) -> tuple[dict[str, Any], list[dag.Tas
     return fields, specs, capabilities
 
 
-def _task_rows(
-    workflow: Workflow, specs: list[dag.TaskSpec], capabilities: dict[str, Capability]
-) -> list[WorkflowTask]:
-    return [
-        WorkflowTask(
-            workflow=workflow,
-            position=i,
-            key=s.key,
-            name=s.name,
-            description=s.description,
-            capability=capabilities[s.capability],
-            input=s.input,
-            depends_on=s.depends_on,
-            timeout=s.timeout,
-            retries=s.retries,
-            priority=s.priority,
-            condition=s.condition,
-            required_agents=s.required_agents,
-            aggregation=s.aggregation,
-        )
-        for i, s in enumerate(specs)
-    ]
+TASK_COLUMNS = (
+    "workflow",
+    "position",
+    "key",
+    "name",
+    "description",
+    "capability",
+    "input",
+    "depends_on",
+    "timeout",
+    "retries",
+    "priority",
+    "condition",
+    "required_agents",
+    "aggregation",
+    "reads",
+    "dependents",
+)
+
+
+def _store_tasks(workflow: Workflow, specs: list[dag.TaskSpec], capabilities: dict[str, Capability]) -> None:
+    dependents: dict[str, list[str]] = {s.key: [] for s in specs}
+    for spec in specs:
+        for dep in spec.depends_on:
+            dependents[dep].append(spec.key)
+    insert_rows(
+        WorkflowTask,
+        TASK_COLUMNS,
+        (
+            (
+                workflow.pk,
+                i,
+                s.key,
+                s.name,
+                s.description,
+                capabilities[s.capability].pk,
+                s.input,
+                s.depends_on,
+                s.timeout,
+                s.retries,
+                s.priority,
+                s.condition,
+                s.required_agents,
+                s.aggregation,
+                s.references,
+                dependents[s.key],
+            )
+            for i, s in enumerate(specs)
+        ),
+    )
 
 
 def create_workflow(data: dict[str, Any], *, created_by: str = "") -> Workflow:
@@ -169,7 +199,7 @@ def create_workflow(data: dict[str, Any], *, created_by: str = "") -> Workflow:
     try:
         with transaction.atomic():
             workflow = Workflow.objects.create(**fields, created_by=created_by)
-            WorkflowTask.objects.bulk_create(_task_rows(workflow, specs, capabilities), batch_size=2000)
+            _store_tasks(workflow, specs, capabilities)
     except IntegrityError:
         raise InvalidInput({"name": [f"a workflow named '{fields['name']}' exists; choose another name"]}) from None
     logger.info("event=workflow_created workflow=%s tasks=%d", workflow.pk, len(specs))
@@ -189,7 +219,7 @@ def update_workflow(workflow_id: int, data: dict[str, Any]) -> Workflow:
             workflow.version += 1
             workflow.save()
             workflow.tasks.all().delete()
-            WorkflowTask.objects.bulk_create(_task_rows(workflow, specs, capabilities), batch_size=2000)
+            _store_tasks(workflow, specs, capabilities)
     except IntegrityError:
         raise InvalidInput({"name": [f"a workflow named '{fields['name']}' exists; choose another name"]}) from None
     return workflow
@@ -202,9 +232,31 @@ def delete_workflow(workflow_id: int) -> None:
         raise NotFound(f"No workflow {workflow_id}.")
 
 
+DEFINITION_TASK_FIELDS = (
+    "key",
+    "name",
+    "description",
+    "capability",
+    "input",
+    "depends_on",
+    "timeout",
+    "retries",
+    "priority",
+    "condition",
+    "required_agents",
+    "aggregation",
+)
+
+
+def _task_values(workflow: Workflow) -> list[tuple]:
+    """The stored tasks as tuples of DEFINITION_TASK_FIELDS (the capability by name)."""
+    columns = [f if f != "capability" else "capability__name" for f in DEFINITION_TASK_FIELDS]
+    return list(WorkflowTask.objects.filter(workflow=workflow).order_by("position").values_list(*columns))
+
+
 def definition_of(workflow: Workflow) -> dict[str, Any]:
-    """The definition as the API shows it and as an execution copies it."""
-    tasks = list(workflow.tasks.select_related("capability").order_by("position"))
+    """The definition as the API shows it."""
+    rows = _task_values(workflow)
     return {
         "name": workflow.name,
         "description": workflow.description,
@@ -212,23 +264,7 @@ def definition_of(workflow: Workflow) -> dict[str, Any]:
         "max_parallel_tasks": workflow.max_parallel_tasks,
         "failure_strategy": workflow.failure_strategy,
         "metadata": workflow.metadata,
-        "tasks": [
-            {
-                "key": t.key,
-                "name": t.name,
-                "description": t.description,
-                "capability": t.capability.name,
-                "input": t.input,
-                "depends_on": t.depends_on,
-                "timeout": t.timeout,
-                "retries": t.retries,
-                "priority": t.priority,
-                "condition": t.condition,
-                "required_agents": t.required_agents,
-                "aggregation": t.aggregation,
-            }
-            for t in tasks
-        ],
+        "tasks": [dict(zip(DEFINITION_TASK_FIELDS, row, strict=True)) for row in rows],
     }
 
 
@@ -236,67 +272,62 @@ def definition_of(workflow: Workflow) -> dict[str, Any]:
 
 
 def execute(workflow_id: int, *, context: dict[str, Any] | None = None, requested_by: str = "") -> Execution:
-    """Start an execution of a definition: copy it, create its task runs, start the roots."""
+    """Start an execution of a definition: copy it, create its task runs, start the roots.
+
+    The definition was checked when it was saved (with what each task reads and which tasks
+    depend on it), so copying it is one INSERT ... SELECT in the database. A capability cannot
+    be deleted while a workflow uses it; a changed input schema is checked when a task's call
+    is made (the task fails with the schema error).
+    """
     if context is not None and not isinstance(context, dict):
         raise InvalidInput({"context": ["must be an object"]})
-    with transaction.atomic():  # the row lock keeps an edit from landing between the two reads
+    now = timezone.now()
+    with transaction.atomic():  # the workflow's row lock keeps an edit out while its tasks are copied
         workflow = Workflow.objects.select_for_update().filter(pk=workflow_id).first()
         if workflow is None:
             raise NotFound(f"No workflow {workflow_id}.")
-        definition = definition_of(workflow)
-    # the stored definition was checked when saved; this re-check also catches a capability
-    # deleted or changed since, and computes what each task reads
-    _, specs, _ = check_definition(definition)
-    now = timezone.now()
-    dependents: dict[str, list[str]] = {s.key: [] for s in specs}
-    for spec in specs:
-        for dep in spec.depends_on:
-            dependents[dep].append(spec.key)
-    with transaction.atomic():
+        total = workflow.tasks.count()
+        definition = {field: getattr(workflow, field) for field in WORKFLOW_FIELDS}
         execution = Execution.objects.create(
             workflow=workflow,
             workflow_name=workflow.name,
             workflow_version=workflow.version,
-            definition=definition,
+            definition={**definition, "version": workflow.version},
             status=ExecutionStatus.RUNNING,
             context=context or {},
             failure_strategy=workflow.failure_strategy,
             max_parallel_tasks=workflow.max_parallel_tasks,
             global_timeout=workflow.global_timeout,
-            tasks_total=len(specs),
+            tasks_total=total,
             requested_by=requested_by,
             started_at=now,
             deadline_at=now + timedelta(seconds=workflow.global_timeout),
         )
-        runs = [
-            TaskRun(
-                execution=execution,
-                position=i,
-                key=s.key,
-                name=s.name,
-                capability=s.capability,
-                input=s.input,
-                condition=s.condition,
-                priority=s.priority,
-                timeout=s.timeout,
-                retries=s.retries,
-                required_agents=s.required_agents,
-                aggregation=s.aggregation,
-                depends_on=s.depends_on,
-                dependents=dependents[s.key],
-                reads=s.references,
-                waiting_on=len(s.depends_on),
-            )
-            for i, s in enumerate(specs)
-        ]
-        TaskRun.objects.bulk_create(runs, batch_size=2000)
+        _copy_tasks(workflow, execution)
         roots = list(execution.task_runs.filter(waiting_on=0, status=TaskStatus.PENDING))
         engine = _Engine(execution, now)
         engine.became_ready(roots)
         engine.fill_slots()
         engine.save()
-    logger.info("event=execution_started execution=%s workflow=%s tasks=%d", execution.pk, workflow.pk, len(specs))
+    logger.info("event=execution_started execution=%s workflow=%s tasks=%d", execution.pk, workflow.pk, total)
     return execution
+
+
+def _copy_tasks(workflow: Workflow, execution: Execution) -> None:
+    """The definition's tasks become the execution's task runs, copied inside the database."""
+    runs, tasks, caps = TaskRun._meta.db_table, WorkflowTask._meta.db_table, Capability._meta.db_table
+    length = "jsonb_array_length" if connection.vendor == "postgresql" else "json_array_length"
+    execution_id = execution.pk if connection.vendor == "postgresql" else execution.pk.hex
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {runs} (execution_id, position, key, name, capability, input, condition, priority, "
+            "timeout, retries, required_agents, aggregation, depends_on, dependents, reads, waiting_on, status, "
+            "error, skip_reason, attempts) "
+            f"SELECT %s, t.position, t.key, t.name, c.name, t.input, t.condition, t.priority, t.timeout, t.retries, "
+            f"t.required_agents, t.aggregation, t.depends_on, t.dependents, t.reads, {length}(t.depends_on), "
+            f"%s, '', '', 0 FROM {tasks} t JOIN {caps} c ON c.id = t.capability_id WHERE t.workflow_id = %s",
+            [execution_id, TaskStatus.PENDING, workflow.pk],
+        )
 
 
 # -- the engine -------------------------------------------------------------------------------------
@@ -310,6 +341,11 @@ class _Engine:
         self.now = now
         self.to_cancel: list[Any] = []  # invocation ids, cancelled after commit
         self.filling = False
+        # tasks that became ready in this step and are not stored as ready yet: when nothing else is
+        # ready, they start straight from here (no write of "ready" and read back)
+        self.fresh: dict[str, TaskRun] = {}
+        self.skipped: set[str] = set()  # keys skipped in this step (stale copies must not start)
+        self.known: dict[str, dict[str, Any]] = {}  # status and output of tasks finished in this step
 
     # counters ---------------------------------------------------------------------------------------
     def _count(self, status: str, n: int = 1) -> None:
@@ -329,6 +365,7 @@ class _Engine:
                 "status",
                 "context",
                 "tasks_running",
+                "tasks_ready",
                 "tasks_succeeded",
                 "tasks_failed",
                 "tasks_skipped",
@@ -344,9 +381,17 @@ class _Engine:
 
     # readiness --------------------------------------------------------------------------------------
     def scope_for(self, run: TaskRun) -> Scope:
+        """What ``run``'s references read: the context, and the upstream tasks it names (those
+        finished in this step are known already; the others are read in one query)."""
         tasks: dict[str, dict[str, Any]] = {}
-        if run.reads:
-            for key, status, output in TaskRun.objects.filter(execution=self.execution, key__in=run.reads).values_list(
+        missing = []
+        for key in run.reads:
+            if key in self.known:
+                tasks[key] = self.known[key]
+            else:
+                missing.append(key)
+        if missing:
+            for key, status, output in TaskRun.objects.filter(execution=self.execution, key__in=missing).values_list(
                 "key", "status", "output"
             ):
                 tasks[key] = {"status": status, "output": output}
@@ -364,6 +409,7 @@ class _Engine:
                     holds = False
                     run.error = f"condition could not be evaluated: {exc}"
                 if not holds:
+                    self.known[run.key] = {"status": TaskStatus.SKIPPED, "output": None}
                     run.status = TaskStatus.SKIPPED
                     run.skip_reason = f"condition is false: {run.condition}"
                     run.finished_at = self.now
@@ -373,13 +419,26 @@ class _Engine:
                     continue
             run.status = TaskStatus.READY
             run.ready_at = self.now
-            run.save(update_fields=["status", "ready_at"])
+            self.fresh[run.key] = run
 
     def release_dependents(self, run: TaskRun) -> list[TaskRun]:
         """``run`` finished (and did not fail under ``continue``): decrement its dependents' counters;
-        returns those that reached zero."""
+        returns those that reached zero. One ``UPDATE ... RETURNING`` where the database has it."""
         if not run.dependents:
             return []
+        if _update_returning():
+            table = TaskRun._meta.db_table
+            keys = ", ".join(["%s"] * len(run.dependents))
+            released = TaskRun.objects.raw(
+                f"UPDATE {table} SET waiting_on = waiting_on - 1 "
+                f"WHERE execution_id = %s AND status = %s AND key IN ({keys}) RETURNING *",
+                [
+                    self.execution.pk.hex if connection.vendor == "sqlite" else self.execution.pk,
+                    TaskStatus.PENDING,
+                    *run.dependents,
+                ],
+            )
+            return sorted((r for r in released if r.waiting_on == 0), key=lambda r: r.position)
         waiting = TaskRun.objects.filter(execution=self.execution, key__in=run.dependents, status=TaskStatus.PENDING)
         waiting.update(waiting_on=F("waiting_on") - 1)
         return list(waiting.filter(waiting_on=0))
@@ -399,6 +458,10 @@ class _Engine:
                 )
             )
             for child in below:
+                self.fresh.pop(child.key, None)
+                self.skipped.add(child.key)
+                if child.status == TaskStatus.READY:
+                    self.execution.tasks_ready -= 1
                 child.status = TaskStatus.SKIPPED
                 child.skip_reason = f"upstream task '{run.key}' failed"
                 child.finished_at = self.now
@@ -414,19 +477,59 @@ class _Engine:
         self.filling = True
         try:
             e = self.execution
-            ready = TaskRun.objects.filter(execution=e, status=TaskStatus.READY).order_by("-priority", "position")
-            waiting = 0  # ready tasks passed over (scatter tasks without enough agents); they stay first
-            while e.status == ExecutionStatus.RUNNING and e.tasks_running < e.max_parallel_tasks:
-                batch = list(ready[waiting : waiting + e.max_parallel_tasks - e.tasks_running + 10])
-                if not batch:
-                    return
-                for run in batch:
-                    if e.status != ExecutionStatus.RUNNING or e.tasks_running >= e.max_parallel_tasks:
-                        return
-                    if not self.start(run):
-                        waiting += 1
+            if e.tasks_ready == 0:
+                self._start_fresh()
+            self._store_fresh()
+            if e.tasks_ready > 0:
+                self._start_stored()
         finally:
             self.filling = False
+
+    def _can_start(self) -> bool:
+        return self.execution.status == ExecutionStatus.RUNNING and (
+            self.execution.tasks_running < self.execution.max_parallel_tasks
+        )
+
+    def _start_fresh(self) -> None:
+        """Nothing else is ready: start this step's newly ready tasks in priority order."""
+        for run in sorted(self.fresh.values(), key=lambda r: (-r.priority, r.position)):
+            if not self._can_start():
+                return
+            if run.key not in self.fresh:  # skipped meanwhile (a failed start under ``continue``)
+                continue
+            if self.start(run):
+                self.fresh.pop(run.key, None)
+            else:  # a scatter task waiting for agents: stored as ready
+                self.fresh.pop(run.key, None)
+                TaskRun.objects.filter(pk=run.pk).update(status=TaskStatus.READY, ready_at=run.ready_at)
+                self.execution.tasks_ready += 1
+
+    def _store_fresh(self) -> None:
+        if self.fresh:
+            TaskRun.objects.filter(pk__in=[r.pk for r in self.fresh.values()]).update(
+                status=TaskStatus.READY, ready_at=self.now
+            )
+            self.execution.tasks_ready += len(self.fresh)
+            self.fresh.clear()
+
+    def _start_stored(self) -> None:
+        e = self.execution
+        ready = TaskRun.objects.filter(execution=e, status=TaskStatus.READY).order_by("-priority", "position")
+        waiting = 0  # ready tasks passed over (scatter tasks without enough agents); they stay first
+        while self._can_start():
+            wanted = e.max_parallel_tasks - e.tasks_running + 10
+            batch = list(ready[waiting : waiting + wanted])
+            for run in batch:
+                if not self._can_start():
+                    return
+                if run.key in self.skipped:
+                    continue
+                if self.start(run):
+                    e.tasks_ready -= 1
+                else:
+                    waiting += 1
+            if len(batch) < wanted:
+                return
 
     def start(self, run: TaskRun) -> bool:
         """Start ``run``'s call(s). False if it must wait (not enough agents); a bad input fails it."""
@@ -444,7 +547,8 @@ class _Engine:
         requested_by = f"workflow:{e.pk}"
         max_retries = run.retries if e.failure_strategy == FailureStrategy.RETRY else 0
         try:
-            with transaction.atomic():
+            # invoke() checks before it writes; only several shares need a savepoint to undo the first ones
+            with transaction.atomic() if len(agents) > 1 else nullcontext():
                 for share, agent in enumerate(agents or [None]):
                     invocation, _ = agent_services.invoke(
                         capability=run.capability,
@@ -469,6 +573,7 @@ class _Engine:
 
     # outcomes ---------------------------------------------------------------------------------------
     def task_succeeded(self, run: TaskRun, output: Any, agent_id: int | None) -> None:
+        self.known[run.key] = {"status": TaskStatus.SUCCEEDED, "output": output}
         run.status = TaskStatus.SUCCEEDED
         run.output = output
         run.agent_id = agent_id
@@ -529,8 +634,10 @@ class _Engine:
         e.status = status
         e.error = error
         e.finished_at = self.now
+        self.fresh.clear()
         not_started = TaskRun.objects.filter(execution=e, status__in=[TaskStatus.PENDING, TaskStatus.READY])
         self._count(TaskStatus.CANCELLED, not_started.update(status=TaskStatus.CANCELLED, finished_at=self.now))
+        e.tasks_ready = 0
         self.to_cancel.extend(
             Invocation.objects.filter(
                 workflow_call__task_run__execution=e,
@@ -538,6 +645,18 @@ class _Engine:
             ).values_list("pk", flat=True)
         )
         logger.info("event=execution_%s execution=%s error=%s", status, e.pk, error)
+
+
+@lru_cache(maxsize=1)
+def _update_returning() -> bool:
+    """PostgreSQL, and SQLite from 3.35, return the rows an UPDATE changed."""
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return False
 
 
 def _flatten(detail: Any) -> str:
@@ -558,7 +677,7 @@ def cancel_calls(invocation_ids: Iterable[Any]) -> None:
 
 
 def _locked_execution(execution_id: Any) -> Execution:
-    execution = Execution.objects.select_for_update().filter(pk=execution_id).first()
+    execution = Execution.objects.select_for_update().defer("definition").filter(pk=execution_id).first()
     if execution is None:
         raise NotFound(f"No execution '{execution_id}'.")
     return execution
@@ -566,15 +685,16 @@ def _locked_execution(execution_id: Any) -> Execution:
 
 def on_invocation_finished(invocation_id: Any, status: str) -> None:
     """Receiver of ``invocation_finished``, inside the transaction that recorded the outcome."""
-    call = (
-        TaskCall.objects.filter(invocation_id=invocation_id)
-        .values_list("task_run_id", "task_run__execution_id")
+    # one query finds (and locks) the execution of a workflow's call; None for any other call
+    execution = (
+        Execution.objects.select_for_update(of=("self",))
+        .defer("definition")
+        .filter(task_runs__calls__invocation_id=invocation_id)
         .first()
     )
-    if call is None:
-        return  # not a workflow's call
-    execution = _locked_execution(call[1])
-    run = TaskRun.objects.get(pk=call[0])  # read under the execution lock
+    if execution is None:
+        return
+    run = TaskRun.objects.get(calls__invocation_id=invocation_id)  # read under the execution lock
     engine = _Engine(execution, timezone.now())
     if run.status != TaskStatus.RUNNING:
         return  # already decided (a share failed first, or the execution ended it)

@@ -492,17 +492,29 @@ class _Engine:
 
     def _start_fresh(self) -> None:
         """Nothing else is ready: start this step's newly ready tasks in priority order."""
-        for run in sorted(self.fresh.values(), key=lambda r: (-r.priority, r.position)):
-            if not self._can_start():
-                return
-            if run.key not in self.fresh:  # skipped meanwhile (a failed start under ``continue``)
-                continue
-            if self.start(run):
+        queue = sorted(self.fresh.values(), key=lambda r: (-r.priority, r.position))
+        while queue and self._can_start():
+            e = self.execution
+            chunk, queue = (
+                queue[: e.max_parallel_tasks - e.tasks_running],
+                queue[e.max_parallel_tasks - e.tasks_running :],
+            )
+            chunk = [r for r in chunk if r.key in self.fresh]  # not skipped meanwhile
+            plain = [r for r in chunk if not r.required_agents]
+            if len(plain) > 1:
+                for run in plain:
+                    self.fresh.pop(run.key, None)
+                self.start_batch(plain)
+                chunk = [r for r in chunk if r.required_agents]
+            for run in chunk:
+                if not self._can_start():
+                    return
+                if run.key not in self.fresh:  # skipped meanwhile (a failed start under ``continue``)
+                    continue
                 self.fresh.pop(run.key, None)
-            else:  # a scatter task waiting for agents: stored as ready
-                self.fresh.pop(run.key, None)
-                TaskRun.objects.filter(pk=run.pk).update(status=TaskStatus.READY, ready_at=run.ready_at)
-                self.execution.tasks_ready += 1
+                if not self.start(run):  # a scatter task waiting for agents: stored as ready
+                    TaskRun.objects.filter(pk=run.pk).update(status=TaskStatus.READY, ready_at=run.ready_at)
+                    self.execution.tasks_ready += 1
 
     def _store_fresh(self) -> None:
         if self.fresh:
@@ -518,7 +530,12 @@ class _Engine:
         waiting = 0  # ready tasks passed over (scatter tasks without enough agents); they stay first
         while self._can_start():
             wanted = e.max_parallel_tasks - e.tasks_running + 10
-            batch = list(ready[waiting : waiting + wanted])
+            batch = [r for r in ready[waiting : waiting + wanted] if r.key not in self.skipped]
+            plain = [r for r in batch[: e.max_parallel_tasks - e.tasks_running] if not r.required_agents]
+            if len(plain) > 1:
+                e.tasks_ready -= len(plain)
+                self.start_batch(plain)
+                continue  # read again: those left the ready set
             for run in batch:
                 if not self._can_start():
                     return
@@ -530,6 +547,54 @@ class _Engine:
                     waiting += 1
             if len(batch) < wanted:
                 return
+
+    def start_batch(self, runs: list[TaskRun]) -> None:
+        """Start several single-call tasks with one insert of their calls (a fan-out)."""
+        e = self.execution
+        prepared = []
+        for run in runs:
+            if e.status != ExecutionStatus.RUNNING:
+                return
+            if run.key in self.skipped:
+                continue
+            try:
+                run.resolved_input = resolve(run.input, self.scope_for(run))
+            except Exception as exc:
+                self.task_failed(run, f"its input could not be resolved: {exc}")
+                continue
+            prepared.append(run)
+        if not prepared or e.status != ExecutionStatus.RUNNING:
+            return
+        calls = [
+            {
+                "capability": run.capability,
+                "input": run.resolved_input,
+                "priority": run.priority,
+                "timeout": run.timeout,
+                "max_retries": run.retries if e.failure_strategy == FailureStrategy.RETRY else 0,
+            }
+            for run in prepared
+        ]
+        try:
+            invocations = []
+            with transaction.atomic():
+                for at in range(0, len(calls), agent_services.invocations.MAX_BATCH):
+                    part = calls[at : at + agent_services.invocations.MAX_BATCH]
+                    invocations += agent_services.invoke_many(part, requested_by=f"workflow:{e.pk}")
+        except InvalidInput:  # one at a time, so each task that cannot start says why
+            for run in prepared:
+                self.start(run)
+            return
+        TaskCall.objects.bulk_create(
+            [TaskCall(invocation=inv, task_run=run, share=0) for inv, run in zip(invocations, prepared, strict=True)]
+        )
+        for run in prepared:
+            run.status = TaskStatus.RUNNING
+            run.started_at = self.now
+            run.attempts += 1
+        TaskRun.objects.bulk_update(prepared, ["status", "started_at", "attempts", "resolved_input"], batch_size=500)
+        self._count(TaskStatus.RUNNING, len(prepared))
+        logger.info("event=tasks_started execution=%s tasks=%d", e.pk, len(prepared))
 
     def start(self, run: TaskRun) -> bool:
         """Start ``run``'s call(s). False if it must wait (not enough agents); a bad input fails it."""

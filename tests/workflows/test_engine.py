@@ -349,3 +349,24 @@ def test_a_failing_engine_step_still_records_the_call_and_fails_only_its_executi
     execution = fresh(execution)
     assert execution.status == "failed" and "engine bug" in execution.error
     assert TaskRun.objects.get(execution=execution, key="a").error == ""
+
+
+def test_a_fan_out_starts_together_and_one_bad_input_fails_only_its_task(agent):
+    from tests.workflows.helpers import NUMBERS
+
+    capability("calculation", NUMBERS)
+    worker_agent("calc-1", "calculation")
+    leaves = [
+        {"key": f"leaf{i}", "capability": "calculation", "depends_on": ["root"], "input": {"a": i, "b": 1}}
+        for i in range(5)
+    ]
+    leaves[3]["input"] = {"a": "${tasks.root.output.text}", "b": 1}
+    wf = workflow([{"key": "root", "capability": "echo"}, *leaves], failure_strategy="continue", max_parallel_tasks=50)
+    execution = services.execute(wf.pk)
+    run_task(execution, "root", agent, {"text": "not a number"})
+    assert queued_keys(execution) == ["leaf0", "leaf1", "leaf2", "leaf4"]
+    assert "is not of type 'number'" in TaskRun.objects.get(execution=execution, key="leaf3").error
+    assert [c.input for c in calls(execution)] == [{"a": i, "b": 1} for i in (0, 1, 2, 4)]
+    for key in ("leaf0", "leaf1", "leaf2", "leaf4"):
+        run_task(execution, key, agent)
+    assert fresh(execution).status == "failed" and fresh(execution).tasks_succeeded == 5

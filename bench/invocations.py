@@ -30,7 +30,10 @@ Per stack, on one broker and in one run:
    each committed; the end time is the latest ``finished_at`` once all are
    finished (checked every 50 ms). Round trip: ``invoke`` then
    ``masplatform.notify.wait`` (what ``?wait=`` in the API does) until the
-   call is finished, one at a time.
+   call is finished, one at a time. With ``--invoke-many N`` (250 by
+   default, 0 skips it), a second throughput run queues the calls with
+   ``services.invoke_many`` in batches of N (one transaction and one broker
+   connection per batch), reported beside the first.
 
 Then, with the agent worker stopped, a per-call breakdown in this process: for
 ``--breakdown`` calls it runs ``invoke``, then ``agents.runtime.execute`` as a
@@ -602,6 +605,16 @@ def measure_all(
     stop_py_spy(profiler, result)
     result.cpu = {"raw": raw_cpu, "platform": plat_cpu}
 
+    bulk_tp = None
+    if args.invoke_many:
+        pg_start = pg_counters()
+        cpu_start = cpu_snapshot(watched)
+        bulk_tp = platform_throughput(n, batch=args.invoke_many)
+        bulk_tp["cpu"] = cpu_per_call(cpu_start, cpu_snapshot(watched), n)
+        pg_end = pg_counters()
+        if pg_start and pg_end:
+            bulk_tp["pg_per_call"] = {k: (pg_end[k] - pg_start[k]) / n for k in pg_start}
+
     raw_rt = latency_summary(raw_roundtrip(noop_result, args.roundtrips))
     plat_rt = latency_summary(platform_roundtrip(args.roundtrips))
 
@@ -618,6 +631,42 @@ def measure_all(
         redis_commands_per_call={"raw": raw_cmds, "platform": plat_cmds},
     )
     fill_rows(result, n, raw_tp, plat_tp, raw_rt, plat_rt)
+    if bulk_tp:
+        result.raw["platform_throughput_invoke_many"] = bulk_tp
+        ratio = bulk_tp["per_s"] / raw_tp["per_s"]
+        result.rows.insert(
+            2,
+            Row(
+                f"throughput, {n:,} no-ops, invoke_many({args.invoke_many})",
+                f"{raw_tp['per_s']:,.0f}/s (as above)",
+                f"{bulk_tp['per_s']:,.0f}/s ({bulk_tp['elapsed_s']:.2f} s)",
+                f"{ratio:.2f}x",
+                f">= {THROUGHPUT_TARGET}x",
+                verdict(ratio >= THROUGHPUT_TARGET),
+            ),
+        )
+        result.rows.insert(
+            3,
+            Row(
+                "publish rate, invoke_many (information)",
+                f"{n / raw_tp['publish_s']:,.0f}/s apply_async",
+                f"{n / bulk_tp['publish_s']:,.0f}/s",
+                f"{(n / bulk_tp['publish_s']) / (n / raw_tp['publish_s']):.2f}x",
+            ),
+        )
+        cpu = bulk_tp["cpu"]
+        result.notes.append(
+            f"invoke_many({args.invoke_many}) run: {bulk_tp['succeeded']} succeeded, {bulk_tp['attempts']} attempt "
+            f"rows, {bulk_tp['other']} in another state; CPU per call (ms): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items())
+            + (
+                f"; pg_stat_database per call: {bulk_tp['pg_per_call']['xact_commit']:.1f} transactions"
+                if "pg_per_call" in bulk_tp
+                else ""
+            )
+        )
+        if bulk_tp["succeeded"] != n or bulk_tp["attempts"] != n:
+            raise RuntimeError(f"invoke_many run: {bulk_tp['succeeded']} succeeded, {bulk_tp['attempts']} attempts")
     result.notes.append(
         f"Redis commands per call during the throughput runs (INFO total_commands_processed, whole server): "
         f"raw Celery {raw_cmds:.1f}, platform {plat_cmds:.1f}"
@@ -735,7 +784,7 @@ def raw_roundtrip(noop_result, n: int) -> list[float]:
 # --- The platform -------------------------------------------------------------------
 
 
-def platform_throughput(n: int) -> dict[str, Any]:
+def platform_throughput(n: int, batch: int = 0) -> dict[str, Any]:
     from django.db.models import Max
 
     from agents import services
@@ -743,16 +792,23 @@ def platform_throughput(n: int) -> dict[str, Any]:
     from agents.models.invocation import FINISHED
 
     cap = Capability.objects.get(name=CAPABILITY)
-    batch = uuid.uuid4().hex
     # Every earlier call has finished, so "none queued or running" means all of these have. The poll is
     # kept cheap for the database: first the last call by primary key (calls run in FIFO order), then
     # the rest (at most the one still running in the other pool process).
     unfinished = Invocation.objects.filter(
         capability=cap, status__in=(InvocationStatus.QUEUED, InvocationStatus.RUNNING)
     )
+    tag = uuid.uuid4().hex
     start_wall, start = time.time(), time.perf_counter()
-    for i in range(n):
-        last, _ = services.invoke(capability=CAPABILITY, input={"i": i, "batch": batch}, requested_by=REQUESTED_BY)
+    if batch:  # services.invoke_many: one transaction and one broker connection per batch
+        for first in range(0, n, batch):
+            calls = [
+                {"capability": CAPABILITY, "input": {"i": i, "batch": tag}} for i in range(first, min(n, first + batch))
+            ]
+            last = services.invoke_many(calls, requested_by=REQUESTED_BY)[-1]
+    else:
+        for i in range(n):
+            last, _ = services.invoke(capability=CAPABILITY, input={"i": i, "batch": tag}, requested_by=REQUESTED_BY)
     publish_s = time.perf_counter() - start
     deadline = time.monotonic() + max(300, n / 5)
     last_done = Invocation.objects.filter(pk=last.pk, status__in=FINISHED)
@@ -761,7 +817,7 @@ def platform_throughput(n: int) -> dict[str, Any]:
             raise RuntimeError(f"platform: {unfinished.count()} of {n} calls unfinished at the time limit")
         time.sleep(POLL_INTERVAL)
     detected_s = time.perf_counter() - start
-    mine = Invocation.objects.filter(capability=cap, input__batch=batch)
+    mine = Invocation.objects.filter(capability=cap, input__batch=tag)
     end = mine.aggregate(end=Max("finished_at"))["end"].timestamp()
     elapsed = end - start_wall
     return {
@@ -1148,6 +1204,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--breakdown", type=int, default=300, help="calls of the in-process per-call breakdown (0: skip)"
     )
+    parser.add_argument(
+        "--invoke-many",
+        type=int,
+        default=250,
+        metavar="N",
+        help="also measure the platform's throughput with services.invoke_many in batches of N (0: skip; default 250)",
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="server for the masp_bench_inv database")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis of the postgres stack (db is flushed)")
     parser.add_argument(
@@ -1167,6 +1230,7 @@ def forwarded_args(args: argparse.Namespace) -> list[str]:
         "roundtrips",
         "warmup",
         "breakdown",
+        "invoke_many",
         "postgres_url",
         "redis_url",
         "agent_module",

@@ -5,20 +5,29 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from workflows import services
 
 logger = logging.getLogger("workflows")
 
 
-def invocation_finished(sender: Any, invocation_id: Any, status: str, **kwargs: Any) -> None:
-    # Inside the transaction that records the call. The engine's step runs in a savepoint: if it
-    # fails, the step alone is rolled back, the call's outcome is still recorded, and the
-    # execution is failed with the error (a bug in one workflow must not block recording calls).
+def invocation_finished(
+    sender: Any, invocation_id: Any, status: str, requested_by: str | None = None, **kwargs: Any
+) -> None:
+    # Inside the transaction that records the call. Calls that no workflow asked for are skipped
+    # without a query. The engine's step runs in a savepoint: if it fails, the step alone is
+    # rolled back, the call's outcome is still recorded, and the execution is failed with the
+    # error (a bug in one workflow must not block recording calls). A database conflict
+    # (deadlock, serialization failure) is not a bug: it aborts the recording, which is retried.
+    execution_id = services.execution_of_requester(requested_by)
+    if requested_by is not None and execution_id is None:
+        return
     try:
         with transaction.atomic():
-            services.on_invocation_finished(invocation_id, status)
+            services.on_invocation_finished(invocation_id, status, execution_id=execution_id)
+    except OperationalError:
+        raise
     except Exception as exc:
         logger.exception("event=engine_step_failed invocation=%s", invocation_id)
         services.fail_execution_of(invocation_id, f"the workflow engine failed on this task's outcome: {exc!r}")

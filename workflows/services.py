@@ -29,6 +29,7 @@ execution, and re-pinning shares of scatter tasks.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -100,15 +101,19 @@ def check_definition(data: dict[str, Any]) -> tuple[dict[str, Any], list[dag.Tas
     else:
         fields["name"] = name.strip()
     fields["description"] = str(data.get("description") or "")
-    for field, default, low, kind in (("global_timeout", 3600.0, 1, float), ("max_parallel_tasks", 10, 1, int)):
+    for field, default, low, high, kind in (
+        ("global_timeout", 3600.0, 1, 10_000_000, float),
+        ("max_parallel_tasks", 10, 1, 100_000, int),
+    ):
         value = data.get(field, default)
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
-            or value < low
+            or not low <= value <= high
             or (kind is int and not float(value).is_integer())
         ):
-            errors[field] = [f"must be {'a whole number' if kind is int else 'a number'} >= {low}, got {value!r}"]
+            what = "a whole number" if kind is int else "a number"
+            errors[field] = [f"must be {what} from {low} to {high:,}, got {value!r}"]
         else:
             fields[field] = kind(value)
     strategy = data.get("failure_strategy", FailureStrategy.STOP)
@@ -308,6 +313,7 @@ def execute(workflow_id: int, *, context: dict[str, Any] | None = None, requeste
         engine = _Engine(execution, now)
         engine.became_ready(roots)
         engine.fill_slots()
+        engine.finish_if_done()  # every task may have been skipped already
         engine.save()
     logger.info("event=execution_started execution=%s workflow=%s tasks=%d", execution.pk, workflow.pk, total)
     return execution
@@ -541,9 +547,9 @@ class _Engine:
                     return
                 if run.key in self.skipped:
                     continue
-                if self.start(run):
-                    e.tasks_ready -= 1
-                else:
+                e.tasks_ready -= 1  # before start(): a failed start may end the execution (ready = 0)
+                if not self.start(run):
+                    e.tasks_ready += 1
                     waiting += 1
             if len(batch) < wanted:
                 return
@@ -580,9 +586,11 @@ class _Engine:
             with transaction.atomic():
                 for at in range(0, len(calls), agent_services.invocations.MAX_BATCH):
                     part = calls[at : at + agent_services.invocations.MAX_BATCH]
-                    invocations += agent_services.invoke_many(part, requested_by=f"workflow:{e.pk}")
+                    invocations += agent_services.invoke_many(part, requested_by=f"{REQUESTER_PREFIX}{e.pk}")
         except InvalidInput:  # one at a time, so each task that cannot start says why
             for run in prepared:
+                if self.execution.status != ExecutionStatus.RUNNING:
+                    return
                 self.start(run)
             return
         TaskCall.objects.bulk_create(
@@ -599,6 +607,8 @@ class _Engine:
     def start(self, run: TaskRun) -> bool:
         """Start ``run``'s call(s). False if it must wait (not enough agents); a bad input fails it."""
         e = self.execution
+        if e.status != ExecutionStatus.RUNNING:
+            return True  # ended by an earlier failure in this step: end() cancelled this task
         try:
             run.resolved_input = resolve(run.input, self.scope_for(run))
         except Exception as exc:
@@ -609,7 +619,7 @@ class _Engine:
             agents = pick_agents(run.capability, run.required_agents)
             if len(agents) < run.required_agents:
                 return False
-        requested_by = f"workflow:{e.pk}"
+        requested_by = f"{REQUESTER_PREFIX}{e.pk}"
         max_retries = run.retries if e.failure_strategy == FailureStrategy.RETRY else 0
         try:
             # invoke() checks before it writes; only several shares need a savepoint to undo the first ones
@@ -748,18 +758,31 @@ def _locked_execution(execution_id: Any) -> Execution:
     return execution
 
 
-def on_invocation_finished(invocation_id: Any, status: str) -> None:
+REQUESTER_PREFIX = "workflow:"
+
+
+def execution_of_requester(requested_by: str | None) -> uuid.UUID | None:
+    """The execution id in ``workflow:<id>`` (how the engine signs the calls it makes), else None."""
+    if not requested_by or not requested_by.startswith(REQUESTER_PREFIX):
+        return None
+    try:
+        return uuid.UUID(requested_by[len(REQUESTER_PREFIX) :])
+    except ValueError:
+        return None
+
+
+def on_invocation_finished(invocation_id: Any, status: str, *, execution_id: Any = None) -> None:
     """Receiver of ``invocation_finished``, inside the transaction that recorded the outcome."""
-    # one query finds (and locks) the execution of a workflow's call; None for any other call
-    execution = (
-        Execution.objects.select_for_update(of=("self",))
-        .defer("definition")
-        .filter(task_runs__calls__invocation_id=invocation_id)
-        .first()
-    )
+    locked = Execution.objects.select_for_update(of=("self",)).defer("definition")
+    if execution_id is not None:
+        execution = locked.filter(pk=execution_id).first()
+    else:  # the sender did not say who asked: find the execution through the call
+        execution = locked.filter(task_runs__calls__invocation_id=invocation_id).first()
     if execution is None:
         return
-    run = TaskRun.objects.get(calls__invocation_id=invocation_id)  # read under the execution lock
+    run = TaskRun.objects.filter(calls__invocation_id=invocation_id, execution=execution).first()
+    if run is None:
+        return  # "workflow:<id>" written by someone else: not one of this execution's calls
     engine = _Engine(execution, timezone.now())
     if run.status != TaskStatus.RUNNING:
         return  # already decided (a share failed first, or the execution ended it)
@@ -799,17 +822,23 @@ def on_invocation_finished(invocation_id: Any, status: str) -> None:
 
 def fail_execution_of(invocation_id: Any, error: str) -> None:
     """End the execution a call belongs to as failed (after its engine step failed)."""
-    execution_id = (
-        TaskCall.objects.filter(invocation_id=invocation_id).values_list("task_run__execution_id", flat=True).first()
-    )
-    if execution_id is None:
+    found = TaskCall.objects.filter(invocation_id=invocation_id).values_list("task_run_id", "task_run__execution_id")
+    row = found.first()
+    if row is None:
         return
     with transaction.atomic():
-        execution = _locked_execution(execution_id)
-        if execution.is_finished:
-            return
+        execution = _locked_execution(row[1])
         engine = _Engine(execution, timezone.now())
-        engine.end(ExecutionStatus.FAILED, error[:2000])
+        run = TaskRun.objects.get(pk=row[0])
+        if run.status == TaskStatus.RUNNING:  # its outcome was recorded; the engine could not act on it
+            run.status = TaskStatus.FAILED
+            run.error = error[:2000]
+            run.finished_at = engine.now
+            run.save(update_fields=["status", "error", "finished_at"])
+            engine._count(TaskStatus.RUNNING, -1)
+            engine._count(TaskStatus.FAILED)
+        if not execution.is_finished:
+            engine.end(ExecutionStatus.FAILED, error[:2000])
         engine.save()
 
 
@@ -885,25 +914,27 @@ def repin_orphaned_shares(agent_pks: Iterable[int] | None = None) -> int:
     if agent_pks is not None:
         shares = shares.filter(pinned_agent_id__in=list(agent_pks))
     moved = 0
-    for invocation in shares.select_related("capability", "workflow_call"):
-        taken = Invocation.objects.filter(workflow_call__task_run_id=invocation.workflow_call.task_run_id).exclude(
-            pk=invocation.pk
-        )
-        used = {i for i in taken.values_list("pinned_agent_id", flat=True) if i}
-        used |= {i for i in taken.values_list("agent_id", flat=True) if i}
-        spare = pick_agents(invocation.capability.name, 1, exclude=used | {invocation.pinned_agent_id})
-        if not spare:
-            continue
+    for invocation in shares.select_related("capability", "workflow_call", "pinned_agent"):
         with transaction.atomic():
-            locked = (
+            # lock every share of the task (in primary-key order), so two re-pins at once cannot
+            # pick the same agent, then re-check this share under the lock
+            siblings = list(
                 Invocation.objects.select_for_update(of=("self",))
-                .select_related("capability", "pinned_agent")
-                .filter(pk=invocation.pk, status=InvocationStatus.QUEUED)
-                .first()
+                .filter(workflow_call__task_run_id=invocation.workflow_call.task_run_id)
+                .order_by("pk")
             )
-            if locked is None:
+            locked = next((i for i in siblings if i.pk == invocation.pk), None)
+            if locked is None or locked.status != InvocationStatus.QUEUED:
                 continue
-            previous = locked.pinned_agent.agent_id if locked.pinned_agent else None
+            if locked.pinned_agent_id != invocation.pinned_agent_id:
+                continue  # moved meanwhile
+            used = {i.pinned_agent_id for i in siblings if i.pinned_agent_id} | {
+                i.agent_id for i in siblings if i.agent_id
+            }
+            spare = pick_agents(invocation.capability.name, 1, exclude=used)
+            if not spare:
+                continue
+            previous = invocation.pinned_agent.agent_id if invocation.pinned_agent else None
             locked.pinned_agent = spare[0]
             locked.save(update_fields=["pinned_agent"])
             dispatch_again(locked)
@@ -928,6 +959,7 @@ def start_waiting_scatter_tasks(capabilities: Iterable[str] | None = None) -> in
             engine = _Engine(execution, timezone.now())
             before = execution.tasks_running
             engine.fill_slots()
+            engine.finish_if_done()
             engine.save()
             started += execution.tasks_running - before
     return started

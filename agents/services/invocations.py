@@ -57,7 +57,8 @@ logger = logging.getLogger("agents")
 
 # Sent inside the transaction that records a finished invocation (succeeded, failed,
 # timed out or cancelled), so that a receiver (a workflow) commits together with it.
-# Arguments: invocation_id, status.
+# Arguments: invocation_id, status, requested_by (who asked for the call: a receiver can skip
+# calls that are not its own without a query).
 invocation_finished = Signal()
 
 Outcome = InvocationAttempt.Outcome
@@ -647,14 +648,20 @@ def record_success(
                 .first()
             )
         duration = (now - started_at).total_seconds() * 1000 if started_at else None
-        if not _record_success_rows(invocation_id, attempt, output, now, duration):
+        requested_by = _record_success_rows(invocation_id, attempt, output, now, duration)
+        if requested_by is None:
             invocation = (
                 Invocation.objects.select_for_update().filter(pk=invocation_id, status=RUNNING, attempt=attempt).first()
             )
             if invocation is None:
                 return False  # this attempt no longer holds the call
             return _cancel_running(invocation, now)  # its cancel was requested while it ran
-        invocation_finished.send(sender=Invocation, invocation_id=invocation_id, status=InvocationStatus.SUCCEEDED)
+        invocation_finished.send(
+            sender=Invocation,
+            invocation_id=invocation_id,
+            status=InvocationStatus.SUCCEEDED,
+            requested_by=requested_by,
+        )
         _finished(invocation_id, InvocationStatus.SUCCEEDED)
     logger.info(
         "event=invocation_succeeded invocation=%s attempt=%d duration_ms=%.1f", invocation_id, attempt, duration or 0
@@ -662,9 +669,12 @@ def record_success(
     return True
 
 
-def _record_success_rows(invocation_id: Any, attempt: int, output: Any, now: datetime, duration: float | None) -> bool:
-    """The call ``running`` with this attempt and no cancel -> ``succeeded``, and its attempt closed; False if
-    the call did not match (nothing written). Inside the caller's transaction."""
+def _record_success_rows(
+    invocation_id: Any, attempt: int, output: Any, now: datetime, duration: float | None
+) -> str | None:
+    """The call ``running`` with this attempt and no cancel -> ``succeeded``, and its attempt closed.
+    Returns who requested the call, or None if the call did not match (nothing written). Inside the
+    caller's transaction."""
     connection = transaction.get_connection()
     ops, qn = connection.ops, connection.ops.quote_name
     inv, att = qn(Invocation._meta.db_table), qn(InvocationAttempt._meta.db_table)
@@ -685,19 +695,28 @@ def _record_success_rows(invocation_id: Any, attempt: int, output: Any, now: dat
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
-                f"WITH recorded AS ({update_call} RETURNING id),"
+                f"WITH recorded AS ({update_call} RETURNING id, requested_by),"
                 f" closed AS (UPDATE {att} SET {set_attempt} WHERE invocation_id IN (SELECT id FROM recorded)"
-                f" AND number = %s) SELECT count(*) FROM recorded",
+                f" AND number = %s) SELECT requested_by FROM recorded",
                 [*call_params, *attempt_params, attempt],
             )
-            return cursor.fetchone()[0] == 1
-        cursor.execute(update_call, call_params)
-        if cursor.rowcount != 1:
-            return False
+            row = cursor.fetchone()
+            return None if row is None else row[0]
+        if _fast_claim_supported():  # UPDATE ... RETURNING (SQLite 3.35+)
+            cursor.execute(f"{update_call} RETURNING requested_by", call_params)
+            row = cursor.fetchone()
+        else:
+            cursor.execute(update_call, call_params)
+            row = None
+            if cursor.rowcount == 1:
+                cursor.execute(f"SELECT requested_by FROM {inv} WHERE id = %s", [pk])
+                row = cursor.fetchone()
+        if row is None:
+            return None
         cursor.execute(
             f"UPDATE {att} SET {set_attempt} WHERE invocation_id = %s AND number = %s", [*attempt_params, pk, attempt]
         )
-        return True
+        return row[0]
 
 
 def check_output(capability: Capability, output: Any) -> list[str]:
@@ -783,7 +802,12 @@ def _fail_attempt(
     invocation.status = InvocationStatus.TIMED_OUT if timed_out else InvocationStatus.FAILED
     invocation.finished_at = now
     invocation.save(update_fields=[*fields, "finished_at"])
-    invocation_finished.send(sender=Invocation, invocation_id=invocation.pk, status=invocation.status)
+    invocation_finished.send(
+        sender=Invocation,
+        invocation_id=invocation.pk,
+        status=invocation.status,
+        requested_by=invocation.requested_by,
+    )
     _finished(invocation, invocation.status)
     logger.info(
         "event=invocation_%s invocation=%s attempts=%d error=%s",
@@ -799,7 +823,12 @@ def _cancel_running(invocation: Invocation, now: datetime) -> bool:
     invocation.finished_at = now
     invocation.save(update_fields=["status", "finished_at"])
     _finish_attempt(invocation.pk, invocation.attempt, Outcome.CANCELLED, now)
-    invocation_finished.send(sender=Invocation, invocation_id=invocation.pk, status=invocation.status)
+    invocation_finished.send(
+        sender=Invocation,
+        invocation_id=invocation.pk,
+        status=invocation.status,
+        requested_by=invocation.requested_by,
+    )
     _finished(invocation, invocation.status)
     logger.info("event=invocation_cancelled invocation=%s while=running", invocation.pk)
     return True
@@ -829,7 +858,12 @@ def cancel(invocation_id: Any) -> Invocation:
             invocation.status = InvocationStatus.CANCELLED
             invocation.finished_at = now
             fields += ["status", "finished_at"]
-            invocation_finished.send(sender=Invocation, invocation_id=invocation.pk, status=invocation.status)
+            invocation_finished.send(
+                sender=Invocation,
+                invocation_id=invocation.pk,
+                status=invocation.status,
+                requested_by=invocation.requested_by,
+            )
             _finished(invocation, invocation.status)
         invocation.save(update_fields=fields)
     logger.info("event=invocation_cancel_requested invocation=%s status=%s", invocation_id, invocation.status)
@@ -987,14 +1021,24 @@ def requeue_running_on(agent_ids: list[int], *, now: datetime) -> int:
             invocation.error_type = "AgentLost"
             invocation.error_message = f"its agent went offline while running it {lost} times; not re-queued again"
             invocation.save(update_fields=["status", "finished_at", "error_type", "error_message"])
-            invocation_finished.send(sender=Invocation, invocation_id=invocation.pk, status=invocation.status)
+            invocation_finished.send(
+                sender=Invocation,
+                invocation_id=invocation.pk,
+                status=invocation.status,
+                requested_by=invocation.requested_by,
+            )
             _finished(invocation, invocation.status)
             continue
         if invocation.cancel_requested:
             invocation.status = InvocationStatus.CANCELLED
             invocation.finished_at = now
             invocation.save(update_fields=["status", "finished_at"])
-            invocation_finished.send(sender=Invocation, invocation_id=invocation.pk, status=invocation.status)
+            invocation_finished.send(
+                sender=Invocation,
+                invocation_id=invocation.pk,
+                status=invocation.status,
+                requested_by=invocation.requested_by,
+            )
             _finished(invocation, invocation.status)
             continue
         invocation.status = QUEUED

@@ -1,11 +1,14 @@
 """The registry's state changes. The only code that writes agents, capabilities and events.
 
 Guarantees, per function, are in the docstrings. Locks: each service locks
-at most one Agent row (``select_for_update``); ``update_capability`` and
+at most one Agent row (``select_for_update(no_key=True)``: FOR NO KEY UPDATE on
+PostgreSQL, which does not block the foreign-key checks of a worker writing a
+call that names the agent, so a sweep and a recording worker never deadlock);
+``update_capability`` and
 ``delete_capability`` lock one Capability row and no agent. Capabilities
 created during a registration are arbitrated by their unique name, not by a
 lock. The stale sweep locks batches of agent rows with SKIP LOCKED in
-primary-key order, and the purge locks the batch it deletes.
+primary-key order (also NO KEY), and the purge locks the batch it deletes.
 """
 
 from __future__ import annotations
@@ -230,7 +233,7 @@ def register_agent(
 
 def _lock_or_create_agent(agent_id: str, *, now: datetime, token_hash: str) -> tuple[Agent, bool]:
     """The locked row of ``agent_id``, created if missing. Two first registrations at once: one creates."""
-    agent = Agent.objects.select_for_update().filter(agent_id=agent_id).first()
+    agent = Agent.objects.select_for_update(no_key=True).filter(agent_id=agent_id).first()
     if agent is not None:
         return agent, False
     try:
@@ -245,11 +248,11 @@ def _lock_or_create_agent(agent_id: str, *, now: datetime, token_hash: str) -> t
             )
         return agent, True
     except IntegrityError:  # a concurrent registration inserted it first; it has committed by now
-        return Agent.objects.select_for_update().get(agent_id=agent_id), False
+        return Agent.objects.select_for_update(no_key=True).get(agent_id=agent_id), False
 
 
 def _locked_registered_agent(agent_id: str) -> Agent:
-    agent = Agent.objects.select_for_update().filter(agent_id=agent_id).first()
+    agent = Agent.objects.select_for_update(no_key=True).filter(agent_id=agent_id).first()
     if agent is None:
         raise NotFound(f"No agent '{agent_id}'.")
     if agent.unregistered_at is not None:
@@ -455,7 +458,9 @@ def _sweep_batch_portable(*, cutoff: datetime, now: datetime, batch_size: int, d
     stale = Agent.objects.filter(unregistered_at__isnull=True, last_heartbeat_at__lt=cutoff).exclude(
         state=AgentState.OFFLINE
     )
-    ids = list(stale.order_by("pk").select_for_update(skip_locked=True).values_list("pk", flat=True)[:batch_size])
+    ids = list(
+        stale.order_by("pk").select_for_update(skip_locked=True, no_key=True).values_list("pk", flat=True)[:batch_size]
+    )
     if ids:
         _insert_offline_events(ids, now=now, details=details)
         Agent.objects.filter(pk__in=ids).update(state=AgentState.OFFLINE, state_changed_at=now, in_flight=0)
@@ -470,7 +475,7 @@ def _sweep_batch_postgresql(*, cutoff: datetime, now: datetime, batch_size: int,
         WITH stale AS (
             SELECT id, state FROM {agents}
             WHERE unregistered_at IS NULL AND last_heartbeat_at < %s AND state <> %s
-            ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+            ORDER BY id LIMIT %s FOR NO KEY UPDATE SKIP LOCKED
         ), moved AS (
             UPDATE {agents} AS a SET state = %s, state_changed_at = %s, in_flight = 0
             FROM stale WHERE a.id = stale.id

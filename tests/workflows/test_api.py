@@ -96,6 +96,9 @@ def test_top_level_fields_and_an_empty_workflow(staff_client):
     assert "tasks" in problems(post(staff_client, []))
     detail = problems(post(staff_client, [task("a")], failure_strategy="panic", max_parallel_tasks=0, surprise=1))
     assert "failure_strategy" in detail and "max_parallel_tasks" in detail and "non_field_errors" in detail
+    detail = problems(post(staff_client, [task("a")], global_timeout=1e12, max_parallel_tasks=10**10))
+    assert detail["global_timeout"] == ["must be a number from 1 to 10,000,000, got 1000000000000.0"]
+    assert "from 1 to 100,000" in detail["max_parallel_tasks"][0]
 
 
 def test_a_duplicate_name_is_a_400(staff_client):

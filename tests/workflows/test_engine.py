@@ -339,7 +339,7 @@ def test_a_failing_engine_step_still_records_the_call_and_fails_only_its_executi
     execution = services.execute(workflow([{"key": "a", "capability": "echo"}]).pk)
     (invocation,) = calls(execution, "a")
 
-    def broken(invocation_id, status):
+    def broken(invocation_id, status, **kwargs):
         TaskRun.objects.filter(execution=execution).update(error="half-done")  # rolled back with the step
         raise RuntimeError("engine bug")
 
@@ -348,7 +348,9 @@ def test_a_failing_engine_step_still_records_the_call_and_fails_only_its_executi
     assert Invocation.objects.get(pk=invocation.pk).status == "succeeded"
     execution = fresh(execution)
     assert execution.status == "failed" and "engine bug" in execution.error
-    assert TaskRun.objects.get(execution=execution, key="a").error == ""
+    run = TaskRun.objects.get(execution=execution, key="a")
+    assert run.status == "failed" and "half-done" not in run.error and "engine bug" in run.error
+    assert execution.tasks_running == 0 and execution.tasks_failed == 1
 
 
 def test_a_fan_out_starts_together_and_one_bad_input_fails_only_its_task(agent):
@@ -370,3 +372,55 @@ def test_a_fan_out_starts_together_and_one_bad_input_fails_only_its_task(agent):
     for key in ("leaf0", "leaf1", "leaf2", "leaf4"):
         run_task(execution, key, agent)
     assert fresh(execution).status == "failed" and fresh(execution).tasks_succeeded == 5
+
+
+def test_an_execution_whose_tasks_are_all_skipped_succeeds_at_once(agent):
+    wf = workflow([{"key": "a", "capability": "echo", "condition": "context.go == true"}])
+    execution = fresh(services.execute(wf.pk, context={}))
+    assert execution.status == "succeeded" and execution.tasks_skipped == 1 and calls(execution) == []
+
+
+def _bad_input_workflow(**fields):
+    from tests.workflows.helpers import NUMBERS
+
+    capability("calculation", NUMBERS)
+    worker_agent("calc-1", "calculation")
+    children = [
+        {
+            "key": f"c{i}",
+            "capability": "calculation",
+            "depends_on": ["root"],
+            "input": {"a": i, "b": 1},
+            "priority": 9 - i,
+        }
+        for i in range(4)
+    ]
+    children[1]["input"] = {"a": "${tasks.root.output.text}", "b": 1}
+    return workflow([{"key": "root", "capability": "echo"}, *children], **fields)
+
+
+def test_a_stored_ready_task_that_fails_to_start_under_stop_ends_the_execution_cleanly(agent):
+    execution = services.execute(_bad_input_workflow(failure_strategy="stop", max_parallel_tasks=1).pk)
+    run_task(execution, "root", agent, {"text": "x"})
+    assert queued_keys(execution) == ["c0"] and fresh(execution).tasks_ready == 3
+    run_task(execution, "c0", agent)  # frees the slot: c1 (next by priority) cannot start
+    execution = fresh(execution)
+    assert execution.status == "failed" and "c1" in execution.error and execution.tasks_ready == 0
+    assert statuses(execution) == {
+        "root": "succeeded",
+        "c0": "succeeded",
+        "c1": "failed",
+        "c2": "cancelled",
+        "c3": "cancelled",
+    }
+    assert execution.tasks_finished == execution.tasks_total == 5 and calls(execution) == []
+
+
+def test_a_batch_with_a_bad_input_under_stop_starts_nothing_after_the_failure(agent):
+    execution = services.execute(_bad_input_workflow(failure_strategy="stop", max_parallel_tasks=10).pk)
+    run_task(execution, "root", agent, {"text": "x"})
+    execution = fresh(execution)
+    assert execution.status == "failed" and statuses(execution)["c1"] == "failed"
+    assert statuses(execution)["c2"] == "cancelled" and statuses(execution)["c3"] == "cancelled"
+    assert queued_keys(execution) == ["c0"]  # started before c1 failed; its call is cancelled after the commit
+    assert execution.tasks_finished + execution.tasks_running == execution.tasks_total

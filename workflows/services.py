@@ -759,6 +759,7 @@ def _locked_execution(execution_id: Any) -> Execution:
 
 
 REQUESTER_PREFIX = "workflow:"
+SHARE_FIELDS = ("pk", "status", "output", "agent_id", "attempt", "error_type", "error_message", "timeout", "started_at")
 
 
 def execution_of_requester(requested_by: str | None) -> uuid.UUID | None:
@@ -780,17 +781,25 @@ def on_invocation_finished(invocation_id: Any, status: str, *, execution_id: Any
         execution = locked.filter(task_runs__calls__invocation_id=invocation_id).first()
     if execution is None:
         return
-    run = TaskRun.objects.filter(calls__invocation_id=invocation_id, execution=execution).first()
+    # the task run with this call's outcome, in one query (read under the execution lock)
+    run = (
+        TaskRun.objects.filter(calls__invocation_id=invocation_id, execution=execution)
+        .annotate(**{f"call_{field}": F(f"calls__invocation__{field}") for field in SHARE_FIELDS})
+        .first()
+    )
     if run is None:
         return  # "workflow:<id>" written by someone else: not one of this execution's calls
     engine = _Engine(execution, timezone.now())
     if run.status != TaskStatus.RUNNING:
         return  # already decided (a share failed first, or the execution ended it)
-    shares = list(
-        Invocation.objects.filter(workflow_call__task_run=run)
-        .order_by("workflow_call__share")
-        .values("pk", "status", "output", "agent_id", "attempt", "error_type", "error_message", "timeout", "started_at")
-    )
+    if run.required_agents:
+        shares = list(
+            Invocation.objects.filter(workflow_call__task_run=run)
+            .order_by("workflow_call__share")
+            .values(*SHARE_FIELDS)
+        )
+    else:
+        shares = [{field: getattr(run, f"call_{field}") for field in SHARE_FIELDS}]
     began = [s["started_at"] for s in shares if s["started_at"]]
     if began and all(s["attempt"] == 1 for s in shares):
         # it waited in the queue from dispatch to its claim: it ran from then on (with retries,

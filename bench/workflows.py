@@ -404,8 +404,9 @@ def validate_and_start(result: StackResult, args: argparse.Namespace, counter: S
             "-",
             "-",
         ],
-        ["  of which definition_of (re-read)", ms(exec_def), "-", "-", "-", "-"],
-        ["  of which check_definition (again)", ms(exec_check), "-", "-", "-", "-"],
+        # execute() no longer re-reads or re-checks the definition; shown only if it ever does again
+        *([["  of which definition_of (re-read)", ms(exec_def), "-", "-", "-", "-"]] if exec_def else []),
+        *([["  of which check_definition (again)", ms(exec_check), "-", "-", "-", "-"]] if exec_check else []),
         [
             "validate + start (total)",
             ms(med["both"]),

@@ -774,21 +774,39 @@ def execution_of_requester(requested_by: str | None) -> uuid.UUID | None:
 
 def on_invocation_finished(invocation_id: Any, status: str, *, execution_id: Any = None) -> None:
     """Receiver of ``invocation_finished``, inside the transaction that recorded the outcome."""
-    locked = Execution.objects.select_for_update(of=("self",)).defer("definition")
+    outcome = {f"call_{field}": F(f"calls__invocation__{field}") for field in SHARE_FIELDS}
     if execution_id is not None:
-        execution = locked.filter(pk=execution_id).first()
-    else:  # the sender did not say who asked: find the execution through the call
-        execution = locked.filter(task_runs__calls__invocation_id=invocation_id).first()
-    if execution is None:
-        return
-    # the task run with this call's outcome, in one query (read under the execution lock)
-    run = (
-        TaskRun.objects.filter(calls__invocation_id=invocation_id, execution=execution)
-        .annotate(**{f"call_{field}": F(f"calls__invocation__{field}") for field in SHARE_FIELDS})
-        .first()
-    )
-    if run is None:
-        return  # "workflow:<id>" written by someone else: not one of this execution's calls
+        # One query locks the execution and reads the task run with its call's outcome. A
+        # single-call task's running row changes only through this very call, so what the query
+        # read is current; a scatter task's row is read again under the lock (its other shares
+        # may have changed it meanwhile).
+        run = (
+            TaskRun.objects.select_related("execution")
+            .defer("execution__definition")
+            .select_for_update(of=("execution",))
+            .filter(calls__invocation_id=invocation_id, execution_id=execution_id)
+            .annotate(**outcome)
+            .first()
+        )
+        if run is None:
+            return  # "workflow:<id>" written by someone else: not one of its calls
+        execution = run.execution
+        if run.required_agents:
+            run = TaskRun.objects.get(pk=run.pk)
+    else:  # the sender did not say who asked: find the execution through the call, then the run
+        execution = (
+            Execution.objects.select_for_update(of=("self",))
+            .defer("definition")
+            .filter(task_runs__calls__invocation_id=invocation_id)
+            .first()
+        )
+        if execution is None:
+            return
+        run = (
+            TaskRun.objects.filter(calls__invocation_id=invocation_id, execution=execution).annotate(**outcome).first()
+        )
+        if run is None:
+            return
     engine = _Engine(execution, timezone.now())
     if run.status != TaskStatus.RUNNING:
         return  # already decided (a share failed first, or the execution ended it)

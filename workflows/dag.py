@@ -18,7 +18,8 @@ from workflows.expressions import Condition, ExpressionError, Reference, parse_c
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 AGGREGATIONS = ("average", "min", "max", "sum", "list", "majority")
-TASK_FIELDS = {
+# a task's fields, in the order the API shows them (and the stored rows keep them)
+TASK_FIELD_ORDER = (
     "key",
     "name",
     "description",
@@ -31,7 +32,8 @@ TASK_FIELDS = {
     "condition",
     "required_agents",
     "aggregation",
-}
+)
+TASK_FIELDS = frozenset(TASK_FIELD_ORDER)
 
 
 @dataclass

@@ -146,24 +146,7 @@ def check_definition(data: dict[str, Any]) -> tuple[dict[str, Any], list[dag.Tas
     return fields, specs, capabilities
 
 
-TASK_COLUMNS = (
-    "workflow",
-    "position",
-    "key",
-    "name",
-    "description",
-    "capability",
-    "input",
-    "depends_on",
-    "timeout",
-    "retries",
-    "priority",
-    "condition",
-    "required_agents",
-    "aggregation",
-    "reads",
-    "dependents",
-)
+TASK_COLUMNS = ("workflow", "position", *dag.TASK_FIELD_ORDER, "reads", "dependents")  # as _store_tasks writes
 
 
 def _store_tasks(workflow: Workflow, specs: list[dag.TaskSpec], capabilities: dict[str, Capability]) -> None:
@@ -237,20 +220,7 @@ def delete_workflow(workflow_id: int) -> None:
         raise NotFound(f"No workflow {workflow_id}.")
 
 
-DEFINITION_TASK_FIELDS = (
-    "key",
-    "name",
-    "description",
-    "capability",
-    "input",
-    "depends_on",
-    "timeout",
-    "retries",
-    "priority",
-    "condition",
-    "required_agents",
-    "aggregation",
-)
+DEFINITION_TASK_FIELDS = dag.TASK_FIELD_ORDER
 
 
 def _task_values(workflow: Workflow) -> list[tuple]:

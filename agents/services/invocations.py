@@ -621,8 +621,14 @@ def sync_agent_counters(agent_pk: int) -> None:
     )
 
 
-def _finished(invocation: Invocation | str, status: str) -> None:
-    pk = str(invocation.pk if isinstance(invocation, Invocation) else invocation)
+def _finished(invocation: Invocation | Any, status: str, requested_by: str | None = None) -> None:
+    """Announce a recorded outcome: ``invocation_finished`` now, inside the recording transaction (so a
+    workflow advances with it), and the wake-up of waiting requests after the commit."""
+    if isinstance(invocation, Invocation):
+        pk, requested_by = invocation.pk, invocation.requested_by
+    else:
+        pk = invocation
+    invocation_finished.send(sender=Invocation, invocation_id=pk, status=status, requested_by=requested_by)
     transaction.on_commit(lambda: notify.publish(f"invocation:{pk}", status))
 
 
@@ -656,13 +662,7 @@ def record_success(
             if invocation is None:
                 return False  # this attempt no longer holds the call
             return _cancel_running(invocation, now)  # its cancel was requested while it ran
-        invocation_finished.send(
-            sender=Invocation,
-            invocation_id=invocation_id,
-            status=InvocationStatus.SUCCEEDED,
-            requested_by=requested_by,
-        )
-        _finished(invocation_id, InvocationStatus.SUCCEEDED)
+        _finished(invocation_id, InvocationStatus.SUCCEEDED, requested_by)
     logger.info(
         "event=invocation_succeeded invocation=%s attempt=%d duration_ms=%.1f", invocation_id, attempt, duration or 0
     )
@@ -802,12 +802,6 @@ def _fail_attempt(
     invocation.status = InvocationStatus.TIMED_OUT if timed_out else InvocationStatus.FAILED
     invocation.finished_at = now
     invocation.save(update_fields=[*fields, "finished_at"])
-    invocation_finished.send(
-        sender=Invocation,
-        invocation_id=invocation.pk,
-        status=invocation.status,
-        requested_by=invocation.requested_by,
-    )
     _finished(invocation, invocation.status)
     logger.info(
         "event=invocation_%s invocation=%s attempts=%d error=%s",
@@ -823,12 +817,6 @@ def _cancel_running(invocation: Invocation, now: datetime) -> bool:
     invocation.finished_at = now
     invocation.save(update_fields=["status", "finished_at"])
     _finish_attempt(invocation.pk, invocation.attempt, Outcome.CANCELLED, now)
-    invocation_finished.send(
-        sender=Invocation,
-        invocation_id=invocation.pk,
-        status=invocation.status,
-        requested_by=invocation.requested_by,
-    )
     _finished(invocation, invocation.status)
     logger.info("event=invocation_cancelled invocation=%s while=running", invocation.pk)
     return True
@@ -858,14 +846,9 @@ def cancel(invocation_id: Any) -> Invocation:
             invocation.status = InvocationStatus.CANCELLED
             invocation.finished_at = now
             fields += ["status", "finished_at"]
-            invocation_finished.send(
-                sender=Invocation,
-                invocation_id=invocation.pk,
-                status=invocation.status,
-                requested_by=invocation.requested_by,
-            )
-            _finished(invocation, invocation.status)
         invocation.save(update_fields=fields)
+        if "status" in fields:  # it never ran: finished now
+            _finished(invocation, invocation.status)
     logger.info("event=invocation_cancel_requested invocation=%s status=%s", invocation_id, invocation.status)
     return invocation
 
@@ -1021,24 +1004,12 @@ def requeue_running_on(agent_ids: list[int], *, now: datetime) -> int:
             invocation.error_type = "AgentLost"
             invocation.error_message = f"its agent went offline while running it {lost} times; not re-queued again"
             invocation.save(update_fields=["status", "finished_at", "error_type", "error_message"])
-            invocation_finished.send(
-                sender=Invocation,
-                invocation_id=invocation.pk,
-                status=invocation.status,
-                requested_by=invocation.requested_by,
-            )
             _finished(invocation, invocation.status)
             continue
         if invocation.cancel_requested:
             invocation.status = InvocationStatus.CANCELLED
             invocation.finished_at = now
             invocation.save(update_fields=["status", "finished_at"])
-            invocation_finished.send(
-                sender=Invocation,
-                invocation_id=invocation.pk,
-                status=invocation.status,
-                requested_by=invocation.requested_by,
-            )
             _finished(invocation, invocation.status)
             continue
         invocation.status = QUEUED

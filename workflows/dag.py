@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from workflows.expressions import Condition, ExpressionError, Reference, parse_condition, references_in
+from workflows.expressions import ExpressionError, Reference, parse_condition, references_in
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 AGGREGATIONS = ("average", "min", "max", "sum", "list", "majority")
@@ -54,22 +54,6 @@ class TaskSpec:
     aggregation: str = ""
     # what the checks found out, for the engine
     references: list[str] = field(default_factory=list)  # keys of the tasks its input and condition read
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "name": self.name,
-            "description": self.description,
-            "capability": self.capability,
-            "input": self.input,
-            "depends_on": self.depends_on,
-            "timeout": self.timeout,
-            "retries": self.retries,
-            "priority": self.priority,
-            "condition": self.condition,
-            "required_agents": self.required_agents,
-            "aggregation": self.aggregation,
-        }
 
 
 class Problems:
@@ -319,10 +303,6 @@ def check_input(spec: TaskSpec, errors_for: Callable[[Any], Iterable[Any]], prob
             continue
         place = "input" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where)
         problems.add(spec.key, f"{place}: {error.message} (capability '{spec.capability}' input schema)")
-
-
-def parse_condition_or_none(text: str) -> Condition | None:
-    return parse_condition(text) if text else None
 
 
 def critical_path(

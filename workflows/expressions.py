@@ -171,16 +171,6 @@ def references_in(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[Plac
             yield from references_in(item, (*path, index))
 
 
-def has_references(value: Any) -> bool:
-    if isinstance(value, str):
-        return "${" in value
-    if isinstance(value, dict):
-        return any(has_references(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_references(v) for v in value)
-    return False
-
-
 def resolve(value: Any, scope: Scope) -> Any:
     """``value`` with every ``${...}`` replaced by what it reads in ``scope``."""
     if isinstance(value, str):

@@ -44,7 +44,6 @@ from jsonschema.validators import Draft202012Validator, validator_for
 
 from agents import services as agent_services
 from agents.models import Agent, AgentState, Capability, Invocation, InvocationStatus
-from agents.models.invocation import FINISHED as INVOCATION_FINISHED
 from agents.services.invocations import dispatch_again
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
 from workflows import dag
@@ -1098,12 +1097,7 @@ def _topological(runs: list[TaskRun]) -> list[TaskRun]:
     return [by_key[k] for k in order]
 
 
-def execution_finished(execution: Execution) -> bool:
-    return execution.status not in EXECUTION_ACTIVE
-
-
 __all__ = [
-    "INVOCATION_FINISHED",
     "cancel_execution",
     "check_definition",
     "create_workflow",

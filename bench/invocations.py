@@ -94,11 +94,11 @@ POLL_INTERVAL = 0.05
 # --- The raw Celery app (imported by its worker as bench.invocations:raw_app) ------
 
 
-def make_raw_app(broker: str, backend: str | None):
+def raw_celery(name: str, broker: str, backend: str | None, queue: str = RAW_QUEUE):
     """A minimal Celery app with the platform's delivery guarantees and nothing else (no Django fixup)."""
     from celery import Celery
 
-    app = Celery("bench_raw", broker=broker, backend=backend, fixups=[], set_as_current=False)
+    app = Celery(name, broker=broker, backend=backend, fixups=[], set_as_current=False)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -107,23 +107,36 @@ def make_raw_app(broker: str, backend: str | None):
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
-        task_default_queue=RAW_QUEUE,
+        task_default_queue=queue,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         result_expires=3600,
     )
-    marker = {}
+    return app
 
-    def marker_client():
-        if "client" not in marker:
+
+def lazy_redis(url: str) -> Callable[[], Any]:
+    """A function returning one Redis client for ``url`` (redis:// or redis+socket://), made on first use."""
+    made: dict[str, Any] = {}
+
+    def client():
+        if "client" not in made:
             import redis
 
-            parsed = urlparse(broker)
+            parsed = urlparse(url)
             if parsed.scheme == "redis+socket":
-                marker["client"] = redis.Redis(unix_socket_path=parsed.path)
+                made["client"] = redis.Redis(unix_socket_path=parsed.path)
             else:
-                marker["client"] = redis.Redis.from_url(broker)
-        return marker["client"]
+                made["client"] = redis.Redis.from_url(url)
+        return made["client"]
+
+    return client
+
+
+def make_raw_app(broker: str, backend: str | None):
+    """The raw side: a no-op task (and one that returns its result) on ``raw_celery``."""
+    app = raw_celery("bench_raw", broker, backend)
+    marker_client = lazy_redis(broker)
 
     @app.task(name="bench.noop", ignore_result=True, shared=False)
     def noop(x, mark=None):

@@ -79,7 +79,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this folder comes first on sys.path, and this file would shadow the workflows app.
@@ -95,8 +94,10 @@ from bench.invocations import (  # noqa: E402
     database_url,
     format_table,
     latency_summary,
+    lazy_redis,
     machine_busy,
     machine_info,
+    raw_celery,
     require_tcp,
     verdict,
     versions_info,
@@ -123,34 +124,8 @@ POLL_INTERVAL = 0.05
 
 def make_raw_app(broker: str, backend: str | None):
     """The raw app of bench/invocations.py (same delivery guarantees, no Django) with canvas tasks."""
-    from celery import Celery
-
-    app = Celery("bench_wf_raw", broker=broker, backend=backend, fixups=[], set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_ignore_result=True,
-        task_default_queue=RAW_QUEUE,
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
-        result_expires=3600,
-    )
-    clients = {}
-
-    def client():
-        if "redis" not in clients:
-            import redis
-
-            parsed = urlparse(broker)
-            if parsed.scheme == "redis+socket":
-                clients["redis"] = redis.Redis(unix_socket_path=parsed.path)
-            else:
-                clients["redis"] = redis.Redis.from_url(broker)
-        return clients["redis"]
+    app = raw_celery("bench_wf_raw", broker, backend, queue=RAW_QUEUE)
+    client = lazy_redis(broker)
 
     @app.task(name="bench.wf.link", ignore_result=True, shared=False)
     def link(prev_end, key, i, last=False):

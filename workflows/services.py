@@ -40,11 +40,10 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from jsonschema.validators import Draft202012Validator, validator_for
 
 from agents import services as agent_services
 from agents.models import Agent, AgentState, Capability, Invocation, InvocationStatus
-from agents.services.invocations import dispatch_again
+from agents.services.invocations import dispatch_again, schema_validator
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
 from workflows import dag
 from workflows.aggregation import aggregate
@@ -70,19 +69,8 @@ WORKFLOW_FIELDS = ("name", "description", "global_timeout", "max_parallel_tasks"
 # -- definitions ------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=256)
-def _validator(schema_json: str):
-    import json
-
-    schema = json.loads(schema_json)
-    return validator_for(schema, default=Draft202012Validator)(schema)
-
-
 def _errors_for(capability: Capability):
-    import json
-
-    validator = _validator(json.dumps(capability.input_schema, sort_keys=True))
-    return validator.iter_errors
+    return schema_validator(capability.input_schema).iter_errors
 
 
 def check_definition(data: dict[str, Any]) -> tuple[dict[str, Any], list[dag.TaskSpec], dict[str, Capability]]:

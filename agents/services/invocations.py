@@ -71,6 +71,11 @@ def _validator(schema_json: str) -> Any:
     return validator_for(schema, default=Draft202012Validator)(schema)
 
 
+def schema_validator(schema: Any) -> Any:
+    """The compiled JSON Schema validator of ``schema``, cached per process by the schema's content."""
+    return _validator(json.dumps(schema, sort_keys=True))
+
+
 def schema_errors(schema: Any, instance: Any, limit: int = 5) -> list[str]:
     """'path: message' for each way ``instance`` fails ``schema`` (at most ``limit``).
 
@@ -79,7 +84,7 @@ def schema_errors(schema: Any, instance: Any, limit: int = 5) -> list[str]:
     """
     if schema == {} or schema is True:  # the empty schema accepts everything
         return []
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = schema_validator(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     out = []
     for error in errors[:limit]:

@@ -171,7 +171,13 @@ def _run(runtime: Runtime, agent: Agent, invocation: Invocation, attempt: int) -
             error_message=f"the output of '{capability.name}' does not match its output schema: {'; '.join(problems)}",
         )
         return "failed"
-    services.record_success(invocation.pk, attempt=attempt, output=output, started_at=invocation.started_at)
+    services.record_success(
+        invocation.pk,
+        attempt=attempt,
+        output=output,
+        started_at=invocation.started_at,
+        requested_by=invocation.requested_by,
+    )
     return "succeeded"
 
 

@@ -20,6 +20,7 @@ running invocations (Agent rows first, then Invocation rows).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -55,11 +56,28 @@ from masplatform.exceptions import Conflict, InvalidInput, NotFound
 
 logger = logging.getLogger("agents")
 
-# Sent inside the transaction that records a finished invocation (succeeded, failed,
-# timed out or cancelled), so that a receiver (a workflow) commits together with it.
-# Arguments: invocation_id, status, requested_by (who asked for the call: a receiver can skip
-# calls that are not its own without a query).
+# Sent when an invocation has finished (succeeded, failed, timed out or cancelled). Arguments:
+# invocation_id, status, requested_by (who asked for the call: a receiver can skip calls that are
+# not its own without a query). For calls whose requested_by starts with a prefix registered with
+# ``record_in_transaction`` (the workflow engine's "workflow:"), it is sent inside the transaction
+# that records the outcome, so that the receiver's writes commit with it or not at all. Other calls'
+# successes may be recorded by one statement that commits by itself (PostgreSQL): the signal then
+# follows the commit.
 invocation_finished = Signal()
+
+_transactional_requesters: tuple[str, ...] = ()
+
+
+def record_in_transaction(prefix: str) -> None:
+    """Record the outcomes of calls whose ``requested_by`` starts with ``prefix`` in a transaction that
+    the receivers of ``invocation_finished`` join (an app calls this from its ``AppConfig.ready``)."""
+    global _transactional_requesters
+    if prefix not in _transactional_requesters:
+        _transactional_requesters = (*_transactional_requesters, prefix)
+
+
+def _recorded_in_transaction(requested_by: str | None) -> bool:
+    return requested_by is None or requested_by.startswith(_transactional_requesters)
 
 Outcome = InvocationAttempt.Outcome
 QUEUED, RUNNING = InvocationStatus.QUEUED, InvocationStatus.RUNNING
@@ -116,12 +134,9 @@ def invoke(
     different body under the same key is a Conflict. The message is published
     after the transaction commits.
     """
-    cap = _capability_named(capability)
-    if cap is None:
-        raise InvalidInput({"capability": [f"unknown capability '{capability}'"]})
-    problems = schema_errors(cap.input_schema, input)
-    if problems:
-        raise InvalidInput({"input": [f"does not match the input schema of '{capability}': {p}" for p in problems]})
+    # the common call (no pinned agent) is checked against this process's cached contract, and its
+    # INSERT writes nothing if that contract is no longer the current one (then checked again, below)
+    cap, version = _checked_capability(capability, input, cached=not agent)
     if not 0 <= priority <= dispatch.MAX_PRIORITY:
         raise InvalidInput({"priority": [f"must be 0-9, got {priority}"]})
     timeout = settings.MASP_INVOCATION_TIMEOUT if timeout is None else timeout
@@ -146,22 +161,38 @@ def invoke(
         if existing:
             return existing, False
     now = timezone.now()
+    invocation = Invocation(
+        capability=cap,
+        input=input,
+        priority=priority,
+        timeout=timeout,
+        max_retries=max_retries,
+        pinned_agent=pinned,
+        idempotency_key=idempotency_key or None,
+        request_hash=digest,
+        requested_by=requested_by,
+        created_at=now,
+        queued_at=now,
+        dispatched_at=now,
+    )
     try:
-        with transaction.atomic():
-            invocation = _insert(
-                capability=cap,
-                input=input,
-                priority=priority,
-                timeout=timeout,
-                max_retries=max_retries,
-                pinned_agent=pinned,
-                idempotency_key=idempotency_key or None,
-                request_hash=digest,
-                requested_by=requested_by,
-                created_at=now,
-                queued_at=now,
-                dispatched_at=now,
-            )
+        # One INSERT, its own transaction unless the caller has one. With an idempotency key it runs in a
+        # savepoint, so that a twin's IntegrityError leaves the caller's transaction usable.
+        with transaction.atomic() if idempotency_key else contextlib.nullcontext():
+            if not _insert(invocation, capability_version=version):
+                # the capability changed (or went) since this process cached it: check against the current one
+                _forget_capability(capability)
+                return invoke(
+                    capability=capability,
+                    input=input,
+                    requested_by=requested_by,
+                    priority=priority,
+                    timeout=timeout,
+                    max_retries=max_retries,
+                    agent=agent,
+                    idempotency_key=idempotency_key,
+                )
+            # published when the INSERT commits: at once, or with the caller's transaction
             _dispatch_on_commit(invocation, cap.name, pinned.agent_id if pinned else None)
     except IntegrityError:
         if not idempotency_key:
@@ -518,50 +549,104 @@ def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Clai
 
 def _invocation_from_row(connection: Any, row: Any) -> Invocation:
     values = []
-    for field, value in zip(_CLAIM_FIELDS, row, strict=True):
-        col = field.get_col(Invocation._meta.db_table)
-        for converter in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
+    for (col, converters), value in zip(_claim_converters(connection.vendor), row, strict=True):
+        for converter in converters:
             value = converter(value, col, connection)
         values.append(value)
-    return Invocation.from_db(connection.alias, [f.attname for f in _CLAIM_FIELDS], values)
+    return Invocation.from_db(connection.alias, _CLAIM_ATTNAMES, values)
+
+
+_CLAIM_ATTNAMES = [f.attname for f in _CLAIM_FIELDS]
+
+
+@functools.cache
+def _claim_converters(vendor: str) -> list[tuple[Any, list[Any]]]:
+    """Per column of the claimed row: the column and the converters that turn its raw value into the
+    field's (as the ORM applies them), once per database vendor."""
+    connection = transaction.get_connection()
+    out = []
+    for field in _CLAIM_FIELDS:
+        col = field.get_col(Invocation._meta.db_table)
+        out.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
+    return out
 
 
 # Per process: capability id -> (its updated_at as the database returned it, the row). Capability
 # contracts change rarely; every claim brings the current updated_at back, so a changed one is read again.
 _capabilities: dict[int, tuple[Any, Capability]] = {}
+# Per process: capability name -> id, for invoke (whose INSERT checks that the version it validated
+# against is still the current one).
+_capability_ids: dict[str, int] = {}
 
 
-def _capability_named(name: str) -> Capability | None:
-    """The capability called ``name``: its id and updated_at read (one light statement), the row from the
-    per-process cache when that version is cached."""
+def _capability_named(name: str, *, cached: bool = False) -> tuple[Capability, Any] | None:
+    """The capability called ``name`` and its version (``updated_at``). Read with one light statement
+    (the row itself from the per-process cache when that version is cached); with ``cached``, taken from
+    the cache without a statement when this process knows the name (the caller checks the version)."""
+    if cached and name in _capability_ids:
+        hit = _capabilities.get(_capability_ids[name])
+        if hit is not None:
+            return hit[1], hit[0]
     connection = transaction.get_connection()
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, updated_at FROM {connection.ops.quote_name(Capability._meta.db_table)} WHERE name = %s", [name]
         )
         row = cursor.fetchone()
-    return None if row is None else _capability(row[0], row[1])
+    if row is None:
+        return None
+    if len(_capability_ids) > 1000:
+        _capability_ids.clear()
+    _capability_ids[name] = row[0]
+    return _capability(row[0], row[1]), str(row[1])
 
 
-def _insert(**values: Any) -> Invocation:
-    """``Invocation.objects.create(**values)`` as one plain INSERT, without building the ORM's query
-    (the model has no save hooks, auto_now fields or database-side defaults)."""
-    invocation = Invocation(**values)
+def _checked_capability(name: str, input: Any, *, cached: bool) -> tuple[Capability, Any]:
+    """The capability ``name`` and its version, ``input`` checked against its input schema (InvalidInput).
+    With ``cached``, from this process's cache when it knows the name; a refusal is never based on the
+    cache (the contract is read again first)."""
+    known = _capability_named(name, cached=cached)
+    problems = schema_errors(known[0].input_schema, input) if known is not None else []
+    if known is not None and not problems:
+        return known
+    if cached:
+        return _checked_capability(name, input, cached=False)
+    if known is None:
+        raise InvalidInput({"capability": [f"unknown capability '{name}'"]})
+    raise InvalidInput({"input": [f"does not match the input schema of '{name}': {p}" for p in problems]})
+
+
+def _forget_capability(name: str) -> None:
+    _capabilities.pop(_capability_ids.pop(name, None), None)
+
+
+def _insert(invocation: Invocation, *, capability_version: Any) -> bool:
+    """INSERT ``invocation`` if its capability is still at ``capability_version``; False (nothing written)
+    if it changed or was deleted. One plain statement, without building the ORM's query (the model has
+    no save hooks, auto_now fields or database-side defaults)."""
     connection = transaction.get_connection()
     qn = connection.ops.quote_name
+    cap = qn(Capability._meta.db_table)
     columns = ", ".join(qn(f.column) for f in _CLAIM_FIELDS)
     params = [f.get_db_prep_save(getattr(invocation, f.attname), connection) for f in _CLAIM_FIELDS]
+    params += [invocation.capability_id, capability_version]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {qn(Invocation._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(params))})",
+            f"INSERT INTO {qn(Invocation._meta.db_table)} ({columns}) SELECT {', '.join(['%s'] * len(_CLAIM_FIELDS))}"
+            f" FROM {cap} WHERE {cap}.id = %s AND {cap}.updated_at = %s",
             params,
         )
+        if cursor.rowcount != 1:
+            return False
     invocation._state.adding = False
     invocation._state.db = connection.alias
-    return invocation
+    return True
 
 
 def _capability(capability_id: int, version: Any) -> Capability:
+    # the version as text: SQLite returns updated_at as a datetime from a column and as text from an
+    # expression (the claim's), and either compares equal to the stored value when sent back
+    version = str(version)
     cached = _capabilities.get(capability_id)
     if cached is not None and cached[0] == version:
         return cached[1]
@@ -638,19 +723,40 @@ def _finished(invocation: Invocation | Any, status: str, requested_by: str | Non
 
 
 def record_success(
-    invocation_id: Any, *, attempt: int, output: Any, started_at: datetime | None = None, agent_pk: int | None = None
+    invocation_id: Any,
+    *,
+    attempt: int,
+    output: Any,
+    started_at: datetime | None = None,
+    requested_by: str | None = None,
+    agent_pk: int | None = None,
 ) -> bool:
     """Record the output of ``attempt``; False (nothing written) if that attempt no longer holds the call.
 
     The output must already be valid against the output schema (``check_output``).
     A call whose cancel was requested while it ran is recorded ``cancelled``.
-    In the common case one transaction with a conditional UPDATE of the call and
-    the UPDATE of its attempt (one statement on PostgreSQL); ``started_at``
-    (which the worker knows from its claim) saves reading it back. The agent's
-    counters are derived from its attempts (``selectors.call_counters``),
+    In the common case a conditional UPDATE of the call and the UPDATE of its
+    attempt; on PostgreSQL one statement, which commits by itself when the
+    caller has no transaction and the call's requester (``requested_by``, as
+    the worker knows it from its claim) needs none (``record_in_transaction``).
+    ``started_at`` (also known from the claim) saves reading it back. The
+    agent's counters are derived from its attempts (``selectors.call_counters``),
     not written here. ``agent_pk`` is accepted for compatibility and unused.
     """
     now = timezone.now()
+    connection = transaction.get_connection()
+    if (
+        started_at is not None
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and not _recorded_in_transaction(requested_by)
+    ):
+        duration = (now - started_at).total_seconds() * 1000
+        if _record_success_rows(invocation_id, attempt, output, now, duration) is not None:
+            _finished(invocation_id, InvocationStatus.SUCCEEDED, requested_by)  # committed: the signal follows
+            _log_succeeded(invocation_id, attempt, duration)
+            return True
+        # nothing written: not this attempt's any more, or its cancel was requested (below, under a lock)
     with transaction.atomic():
         if started_at is None:
             started_at = (
@@ -668,10 +774,14 @@ def record_success(
                 return False  # this attempt no longer holds the call
             return _cancel_running(invocation, now)  # its cancel was requested while it ran
         _finished(invocation_id, InvocationStatus.SUCCEEDED, requested_by)
+    _log_succeeded(invocation_id, attempt, duration)
+    return True
+
+
+def _log_succeeded(invocation_id: Any, attempt: int, duration: float | None) -> None:
     logger.info(
         "event=invocation_succeeded invocation=%s attempt=%d duration_ms=%.1f", invocation_id, attempt, duration or 0
     )
-    return True
 
 
 def _record_success_rows(

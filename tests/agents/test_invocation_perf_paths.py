@@ -246,3 +246,61 @@ def test_invoke_writes_the_same_row_as_the_orm_would(calc):
     made.priority = 3
     made.save(update_fields=["priority"])  # an UPDATE of the existing row, not a second INSERT
     assert Invocation.objects.get().priority == 3
+
+
+def test_invoke_checks_input_against_a_contract_changed_since_it_was_cached(calc):
+    invoke()  # this process now knows the capability's version
+    services.update_capability(
+        name="calculation", input_schema={"type": "object", "required": ["b"]}, output_schema=OUT
+    )
+    # the cached version no longer matches: the INSERT writes nothing and the call is checked again
+    with pytest.raises(InvalidInput) as error:
+        invoke()
+    assert "'b' is a required property" in str(error.value.detail)
+    assert Invocation.objects.count() == 1
+    fresh = services.invoke(capability="calculation", input={"b": 2}, requested_by="user:x")[0]
+    assert Invocation.objects.get(pk=fresh.pk).input == {"b": 2}
+
+
+def test_invoke_of_a_capability_deleted_since_it_was_cached_is_refused(calc):
+    invoke()
+    Invocation.objects.all().delete()
+    services.delete_capability(name="calculation")
+    with pytest.raises(InvalidInput) as error:
+        invoke()
+    assert "unknown capability 'calculation'" in str(error.value.detail)
+    assert not Invocation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_workflow_call_is_recorded_in_the_transaction_its_receivers_join(calc, broker_url):
+    from workflows.services import REQUESTER_PREFIX
+
+    seen = []
+
+    def receiver(sender, invocation_id, status, requested_by, **kwargs):
+        connection = transaction.get_connection()
+        visible = Invocation.objects.filter(pk=invocation_id, status=status).exists()
+        seen.append((requested_by, connection.in_atomic_block, visible))
+
+    services.invocation_finished.connect(receiver)
+    try:
+        agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+        for requester in (f"{REQUESTER_PREFIX}00000000-0000-0000-0000-000000000001", "user:x"):
+            call = services.invoke(capability="calculation", input={"a": 1}, requested_by=requester)[0]
+            claimed = services.claim(str(call.pk), agent=agent)
+            recorded = services.record_success(
+                call.pk,
+                attempt=claimed.attempt,
+                output={"sum": 1},
+                started_at=claimed.invocation.started_at,
+                requested_by=claimed.invocation.requested_by,
+            )
+            assert recorded and Invocation.objects.get(pk=call.pk).status == "succeeded"
+    finally:
+        services.invocation_finished.disconnect(receiver)
+    workflow_call, plain_call = seen
+    # a workflow's receiver writes in the recording transaction; a plain call's success may be one
+    # self-committing statement (PostgreSQL), which the signal follows; either way it is sent once
+    assert workflow_call[1:] == (True, True)
+    assert plain_call[0] == "user:x" and plain_call[2] is True

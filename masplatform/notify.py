@@ -9,6 +9,7 @@ waiters re-read the database, so a lost one costs at most the wait's timeout.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -65,11 +66,12 @@ def wait(name: str, timeout: float, done: Callable[[], bool]) -> bool:
     """Block until ``done()`` is true or ``timeout`` seconds pass; returns ``done()``.
 
     Subscribes first, then checks ``done()``, then sleeps on the subscription,
-    so a notification sent between the check and the sleep is not missed. If
+    so a notification sent between the check and the sleep is not missed;
+    ``done()`` is checked again when a notification for ``name`` arrives. If
     the broker cannot be reached, it falls back to checking ``done()`` twice a
     second (and logs it), rather than failing the request.
     """
-    if timeout <= 0 or done():
+    if timeout <= 0:
         return done()
     deadline = time.monotonic() + timeout
     try:
@@ -81,19 +83,52 @@ def wait(name: str, timeout: float, done: Callable[[], bool]) -> bool:
         return done()
 
 
+# Per thread: one Redis pub/sub connection, kept between waits (subscribing on a new connection
+# each time would cost a connect and its handshake per wait).
+_subscribers = threading.local()
+
+
+def _subscriber(url: str):
+    pubsub = getattr(_subscribers, "pubsub", None)
+    if pubsub is None or _subscribers.url != url:
+        pubsub = _redis(url).pubsub()
+        _subscribers.pubsub, _subscribers.url = pubsub, url
+    return pubsub
+
+
+def _drop_subscriber() -> None:
+    pubsub = getattr(_subscribers, "pubsub", None)
+    _subscribers.pubsub = None
+    if pubsub is not None:
+        try:
+            pubsub.close()
+        except Exception:
+            pass
+
+
 def _wait(name: str, deadline: float, done: Callable[[], bool]) -> bool:
     url = settings.CELERY_BROKER_URL
     if _is_redis(url):
-        pubsub = _redis(url).pubsub(ignore_subscribe_messages=True)
+        pubsub = _subscriber(url)
+        channel = _channel(name).encode()
         try:
-            pubsub.subscribe(_channel(name))
-            while not done():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                pubsub.get_message(timeout=min(left, 5.0))
-        finally:
-            pubsub.close()
+            pubsub.subscribe(channel)
+            try:
+                while not done():
+                    # sleep until a notification for this channel (not the confirmations of
+                    # (un)subscribing, nor a late one for an earlier wait of this thread) or the deadline
+                    while True:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            return done()
+                        message = pubsub.get_message(timeout=min(left, 5.0))
+                        if message is None or (message["type"] == "message" and message["channel"] == channel):
+                            break
+            finally:
+                pubsub.unsubscribe(channel)
+        except Exception:
+            _drop_subscriber()
+            raise
         return done()
     from kombu import Connection, Exchange, Queue
 

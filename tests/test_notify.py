@@ -1,0 +1,59 @@
+"""Wake-ups between processes (masplatform.notify) on the run's real broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from masplatform import notify
+
+
+def publish_later(name: str, delay: float, message: str = "done") -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(delay), notify.publish(name, message)))
+    thread.start()
+    return thread
+
+
+def test_a_wait_ends_when_its_notification_arrives_and_waits_reuse_one_connection(broker_url):
+    for name in ("first", "second", "first"):  # the same channel again after an unsubscribe, too
+        finished = threading.Event()
+        thread = threading.Thread(
+            target=lambda name=name, finished=finished: (time.sleep(0.2), finished.set(), notify.publish(name))
+        )
+        started = time.monotonic()
+        thread.start()
+        assert notify.wait(name, 10, finished.is_set) is True
+        assert time.monotonic() - started < 5  # woken, not timed out
+        thread.join()
+    if broker_url.startswith(("redis://", "redis+socket://")):
+        assert notify._subscribers.pubsub is not None and notify._subscribers.pubsub.connection is not None
+
+
+def test_a_notification_for_another_channel_does_not_end_a_wait(broker_url):
+    checks = []
+
+    def done() -> bool:
+        checks.append(time.monotonic())
+        return False
+
+    threads = [publish_later("someone-else", 0.1), publish_later("someone-else", 0.2)]
+    started = time.monotonic()
+    assert notify.wait("mine", 0.6, done) is False
+    assert time.monotonic() - started >= 0.6
+    # checked when subscribed and at the deadline, not once per foreign message
+    assert len(checks) <= 3
+    for thread in threads:
+        thread.join()
+
+
+def test_a_wait_that_is_done_at_once_returns_without_sleeping(broker_url):
+    started = time.monotonic()
+    assert notify.wait("already", 10, lambda: True) is True
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("timeout", [0, -1])
+def test_no_wait_only_checks(timeout):
+    assert notify.wait("x", timeout, lambda: True) is True

@@ -304,3 +304,26 @@ def test_a_workflow_call_is_recorded_in_the_transaction_its_receivers_join(calc,
     # self-committing statement (PostgreSQL), which the signal follows; either way it is sent once
     assert workflow_call[1:] == (True, True)
     assert plain_call[0] == "user:x" and plain_call[2] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_claim_commits_by_itself_and_leaves_the_connection_durable(calc, broker_url):
+    from django.db import connection
+
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    call = invoke()
+    claimed = services.claim(str(call.pk), agent=agent)
+    assert claimed is not None and not connection.in_atomic_block
+    # committed: another connection sees it running
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(f"SELECT status FROM {Invocation._meta.db_table} WHERE id = %s", [call.pk.hex])
+            assert cursor.fetchone()[0] == "running"
+    finally:
+        other.close()
+    if connection.vendor == "postgresql":
+        # the claim's commit does not wait for the disk, but nothing after it inherits that
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"

@@ -44,6 +44,7 @@ from django.utils import timezone
 from agents import services as agent_services
 from agents.models import Agent, AgentState, Capability, Invocation, InvocationStatus
 from agents.services.invocations import dispatch_again, schema_validator
+from masplatform import rows
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
 from workflows import dag
 from workflows.aggregation import aggregate
@@ -384,24 +385,42 @@ class _Engine:
             run.ready_at = self.now
             self.fresh[run.key] = run
 
-    def release_dependents(self, run: TaskRun) -> list[TaskRun]:
+    def release_dependents(self, run: TaskRun, *, saving: Iterable[str] = ()) -> list[TaskRun]:
         """``run`` finished (and did not fail under ``continue``): decrement its dependents' counters;
-        returns those that reached zero. One ``UPDATE ... RETURNING`` where the database has it."""
+        returns those that reached zero. One ``UPDATE ... RETURNING`` where the database has it; on
+        PostgreSQL the same statement also saves ``run``'s fields named in ``saving`` (a data-modifying
+        WITH), which the caller would otherwise save first."""
+        saving = list(saving)
         if not run.dependents:
+            if saving:
+                run.save(update_fields=saving)
             return []
         if _update_returning():
-            table = TaskRun._meta.db_table
+            qn = connection.ops.quote_name
+            table = qn(TaskRun._meta.db_table)
             keys = ", ".join(["%s"] * len(run.dependents))
-            released = TaskRun.objects.raw(
+            sql = (
                 f"UPDATE {table} SET waiting_on = waiting_on - 1 "
-                f"WHERE execution_id = %s AND status = %s AND key IN ({keys}) RETURNING *",
-                [
-                    self.execution.pk.hex if connection.vendor == "sqlite" else self.execution.pk,
-                    TaskStatus.PENDING,
-                    *run.dependents,
-                ],
+                f"WHERE execution_id = %s AND status = %s AND key IN ({keys}) RETURNING *"
             )
+            params = [
+                self.execution.pk.hex if connection.vendor == "sqlite" else self.execution.pk,
+                TaskStatus.PENDING,
+                *run.dependents,
+            ]
+            if saving and connection.vendor == "postgresql":
+                fields = [TaskRun._meta.get_field(name) for name in saving]
+                sql = (
+                    f"WITH saved AS (UPDATE {table} SET {', '.join(f'{qn(f.column)} = %s' for f in fields)}"
+                    f" WHERE id = %s) {sql}"
+                )
+                params = [*(f.get_db_prep_save(getattr(run, f.attname), connection) for f in fields), run.pk, *params]
+            elif saving:
+                run.save(update_fields=saving)
+            released = TaskRun.objects.raw(sql, params)
             return sorted((r for r in released if r.waiting_on == 0), key=lambda r: r.position)
+        if saving:
+            run.save(update_fields=saving)
         waiting = TaskRun.objects.filter(execution=self.execution, key__in=run.dependents, status=TaskStatus.PENDING)
         waiting.update(waiting_on=F("waiting_on") - 1)
         return list(waiting.filter(waiting_on=0))
@@ -610,16 +629,18 @@ class _Engine:
         run.output = output
         run.agent_id = agent_id
         run.finished_at = self.now
-        run.save(update_fields=["status", "output", "agent", "finished_at", "attempts", "started_at"])
+        saving = ["status", "output", "agent", "finished_at", "attempts", "started_at"]
         self._count(TaskStatus.RUNNING, -1)
         self._count(TaskStatus.SUCCEEDED)
+        if self.execution.status not in EXECUTION_ACTIVE:
+            run.save(update_fields=saving)
+            return
         updates = output.get("context_updates") if isinstance(output, dict) else None
-        if isinstance(updates, dict) and self.execution.status in EXECUTION_ACTIVE:
+        if isinstance(updates, dict):
             self.execution.context = {**self.execution.context, **updates}
-        if self.execution.status in EXECUTION_ACTIVE:
-            self.became_ready(self.release_dependents(run))
-            self.fill_slots()
-            self.finish_if_done()
+        self.became_ready(self.release_dependents(run, saving=saving))  # saves run with the release
+        self.fill_slots()
+        self.finish_if_done()
 
     def task_failed(self, run: TaskRun, error: str, *, cancelled: bool = False) -> None:
         e = self.execution
@@ -737,14 +758,7 @@ def on_invocation_finished(invocation_id: Any, status: str, *, execution_id: Any
         # single-call task's running row changes only through this very call, so what the query
         # read is current; a scatter task's row is read again under the lock (its other shares
         # may have changed it meanwhile).
-        run = (
-            TaskRun.objects.select_related("execution")
-            .defer("execution__definition")
-            .select_for_update(of=("execution",))
-            .filter(calls__invocation_id=invocation_id, execution_id=execution_id)
-            .annotate(**outcome)
-            .first()
-        )
+        run = _locked_run_of_call(invocation_id, execution_id)
         if run is None:
             return  # "workflow:<id>" written by someone else: not one of its calls
         execution = run.execution
@@ -802,6 +816,50 @@ def on_invocation_finished(invocation_id: Any, status: str, *, execution_id: Any
             error = f"share {shares.index(this) + 1} of {len(shares)}: {error}"
         engine.task_failed(run, error, cancelled=status == InvocationStatus.CANCELLED)
     engine.save()
+
+
+_RUN_FIELDS = tuple(TaskRun._meta.concrete_fields)
+_EXECUTION_FIELDS = tuple(f for f in Execution._meta.concrete_fields if f.name != "definition")
+_SHARE_FIELDS = tuple(Invocation._meta.pk if name == "pk" else Invocation._meta.get_field(name) for name in SHARE_FIELDS)
+
+
+@lru_cache(maxsize=2)
+def _locked_run_sql(vendor: str) -> str:
+    qn = connection.ops.quote_name
+    lock = " FOR UPDATE OF e" if connection.features.has_select_for_update_of else ""
+    return (
+        f"SELECT {rows.columns(TaskRun, _RUN_FIELDS, connection, 'r')},"
+        f" {rows.columns(Invocation, _SHARE_FIELDS, connection, 'i')},"
+        f" {rows.columns(Execution, _EXECUTION_FIELDS, connection, 'e')}"
+        f" FROM {qn(TaskRun._meta.db_table)} r"
+        f" JOIN {qn(TaskCall._meta.db_table)} c ON c.task_run_id = r.id"
+        f" JOIN {qn(Execution._meta.db_table)} e ON e.id = r.execution_id"
+        f" JOIN {qn(Invocation._meta.db_table)} i ON i.id = c.invocation_id"
+        f" WHERE c.invocation_id = %s AND r.execution_id = %s{lock}"
+    )
+
+
+def _locked_run_of_call(invocation_id: Any, execution_id: Any) -> TaskRun | None:
+    """The task run of call ``invocation_id`` in ``execution_id``, with its execution locked (and
+    loaded, without its definition) and the call's outcome as ``call_<field>`` attributes; None if
+    the call is not one of that execution's. One statement, written once (the ORM would build this
+    query again for every finished call)."""
+    params = [
+        Invocation._meta.pk.get_db_prep_value(invocation_id, connection),
+        Execution._meta.pk.get_db_prep_value(execution_id, connection),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_locked_run_sql(connection.vendor), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    n_run, n_share = len(_RUN_FIELDS), len(_SHARE_FIELDS)
+    run = rows.instance(TaskRun, _RUN_FIELDS, row[:n_run], connection)
+    share = rows.convert(Invocation, _SHARE_FIELDS, row[n_run : n_run + n_share], connection)
+    for name, value in zip(SHARE_FIELDS, share, strict=True):
+        setattr(run, f"call_{name}", value)
+    run.execution = rows.instance(Execution, _EXECUTION_FIELDS, row[n_run + n_share :], connection)
+    return run
 
 
 def fail_execution_of(invocation_id: Any, error: str) -> None:

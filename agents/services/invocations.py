@@ -51,7 +51,7 @@ from agents.models import (
     InvocationStatus,
 )
 from agents.models.invocation import FINISHED
-from masplatform import notify
+from masplatform import notify, rows
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
 
 logger = logging.getLogger("agents")
@@ -556,27 +556,7 @@ def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Clai
 
 
 def _invocation_from_row(connection: Any, row: Any) -> Invocation:
-    values = []
-    for (col, converters), value in zip(_claim_converters(connection.vendor), row, strict=True):
-        for converter in converters:
-            value = converter(value, col, connection)
-        values.append(value)
-    return Invocation.from_db(connection.alias, _CLAIM_ATTNAMES, values)
-
-
-_CLAIM_ATTNAMES = [f.attname for f in _CLAIM_FIELDS]
-
-
-@functools.cache
-def _claim_converters(vendor: str) -> list[tuple[Any, list[Any]]]:
-    """Per column of the claimed row: the column and the converters that turn its raw value into the
-    field's (as the ORM applies them), once per database vendor."""
-    connection = transaction.get_connection()
-    out = []
-    for field in _CLAIM_FIELDS:
-        col = field.get_col(Invocation._meta.db_table)
-        out.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
-    return out
+    return rows.instance(Invocation, _CLAIM_FIELDS, row, connection)
 
 
 # Per process: capability id -> (its updated_at as the database returned it, the row). Capability

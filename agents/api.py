@@ -253,10 +253,12 @@ class InvocationViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.Retrie
 
     def _answer(self, invocation: Invocation, status_code: int = 200, wait: float = 0.0) -> Response:
         if wait and not invocation.is_finished:
+            # the call is read below in any case, and its channel is notified only once it has finished
             notify.wait(
                 f"invocation:{invocation.pk}",
                 wait,
                 lambda: Invocation.objects.filter(pk=invocation.pk, status__in=FINISHED).exists(),
+                notified_means_done=True,
             )
         fresh = self.get_queryset().get(pk=invocation.pk)
         return Response(self.get_serializer(fresh).data, status=status_code)

@@ -62,20 +62,23 @@ def publish(name: str, message: str = "") -> None:
         logger.warning("event=notify_failed channel=%s", name, exc_info=True)
 
 
-def wait(name: str, timeout: float, done: Callable[[], bool]) -> bool:
+def wait(name: str, timeout: float, done: Callable[[], bool], *, notified_means_done: bool = False) -> bool:
     """Block until ``done()`` is true or ``timeout`` seconds pass; returns ``done()``.
 
     Subscribes first, then checks ``done()``, then sleeps on the subscription,
     so a notification sent between the check and the sleep is not missed;
-    ``done()`` is checked again when a notification for ``name`` arrives. If
-    the broker cannot be reached, it falls back to checking ``done()`` twice a
+    ``done()`` is checked again when a notification for ``name`` arrives, or,
+    with ``notified_means_done`` (the caller reads the state afterwards anyway,
+    and every notification on ``name`` is sent after what it announces has
+    committed), the notification itself ends the wait with True. If the
+    broker cannot be reached, it falls back to checking ``done()`` twice a
     second (and logs it), rather than failing the request.
     """
     if timeout <= 0:
         return done()
     deadline = time.monotonic() + timeout
     try:
-        return _wait(name, deadline, done)
+        return _wait(name, deadline, done, notified_means_done)
     except Exception:
         logger.warning("event=notify_unavailable channel=%s fallback=poll", name, exc_info=True)
         while not done() and time.monotonic() < deadline:
@@ -106,7 +109,7 @@ def _drop_subscriber() -> None:
             pass
 
 
-def _wait(name: str, deadline: float, done: Callable[[], bool]) -> bool:
+def _wait(name: str, deadline: float, done: Callable[[], bool], notified_means_done: bool = False) -> bool:
     url = settings.CELERY_BROKER_URL
     if _is_redis(url):
         pubsub = _subscriber(url)
@@ -122,7 +125,11 @@ def _wait(name: str, deadline: float, done: Callable[[], bool]) -> bool:
                         if left <= 0:
                             return done()
                         message = pubsub.get_message(timeout=min(left, 5.0))
-                        if message is None or (message["type"] == "message" and message["channel"] == channel):
+                        if message is None:
+                            break
+                        if message["type"] == "message" and message["channel"] == channel:
+                            if notified_means_done:
+                                return True
                             break
             finally:
                 pubsub.unsubscribe(channel)
@@ -136,7 +143,8 @@ def _wait(name: str, deadline: float, done: Callable[[], bool]) -> bool:
         q = Queue(
             exclusive=True, auto_delete=True, exchange=Exchange(EXCHANGE, "topic", durable=False), routing_key=name
         )
-        with conn.Consumer(q, callbacks=[lambda body, msg: msg.ack()]):
+        notified = []
+        with conn.Consumer(q, callbacks=[lambda body, msg: (msg.ack(), notified.append(body))]):
             while not done():
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -145,4 +153,6 @@ def _wait(name: str, deadline: float, done: Callable[[], bool]) -> bool:
                     conn.drain_events(timeout=min(left, 5.0))
                 except TimeoutError:
                     pass
+                if notified and notified_means_done:
+                    return True
     return done()

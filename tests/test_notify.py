@@ -57,3 +57,19 @@ def test_a_wait_that_is_done_at_once_returns_without_sleeping(broker_url):
 @pytest.mark.parametrize("timeout", [0, -1])
 def test_no_wait_only_checks(timeout):
     assert notify.wait("x", timeout, lambda: True) is True
+
+
+def test_a_notification_can_stand_for_done(broker_url):
+    checks = []
+
+    def done() -> bool:
+        checks.append(1)
+        return False
+
+    thread = publish_later("announced", 0.2)
+    started = time.monotonic()
+    # the caller reads the state itself afterwards (as GET ?wait= does): the notification ends the wait
+    assert notify.wait("announced", 10, done, notified_means_done=True) is True
+    assert time.monotonic() - started < 5
+    assert len(checks) == 1  # once, after subscribing; not again after the notification
+    thread.join()

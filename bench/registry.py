@@ -728,8 +728,16 @@ def bench_sweep(result: StackResult, rng: random.Random, args: argparse.Namespac
 
     n = args.sweep_agents
     now = timezone.now()
-    # The discovery population stays (the sweep must pass over it), fresh, so it is not swept.
-    Agent.objects.filter(unregistered_at__isnull=True).exclude(state=AgentState.OFFLINE).update(last_heartbeat_at=now)
+    # The discovery population stays (the sweep must pass over it), fresh, so it is not swept. Its
+    # heartbeats are renewed before every sweep: on a slow machine the runs outlast the stale timeout.
+    last_discovery_pk = Agent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    discovery_live = Agent.objects.filter(pk__lte=last_discovery_pk, unregistered_at__isnull=True).exclude(
+        state=AgentState.OFFLINE
+    )
+
+    def keep_discovery_fresh() -> None:
+        discovery_live.update(last_heartbeat_at=timezone.now())
+
     started = time.perf_counter()
     states = [AgentState.IDLE, AgentState.BUSY, AgentState.ERROR]
     rows = []
@@ -756,6 +764,7 @@ def bench_sweep(result: StackResult, rng: random.Random, args: argparse.Namespac
     setup = time.perf_counter() - started
     runs = []
     for run in range(args.sweep_runs):
+        keep_discovery_fresh()
         if run:
             restore_swept(states)
         events_before = AgentEvent.objects.filter(kind=AgentEventKind.WENT_OFFLINE).count()
@@ -765,6 +774,7 @@ def bench_sweep(result: StackResult, rng: random.Random, args: argparse.Namespac
         events = AgentEvent.objects.filter(kind=AgentEventKind.WENT_OFFLINE).count() - events_before
         if swept != n or events != n:
             raise RuntimeError(f"sweep: {swept} agents marked offline and {events} events, expected {n} of each")
+    keep_discovery_fresh()
     started = time.perf_counter()
     again = services.sweep_stale_agents()
     idle = time.perf_counter() - started

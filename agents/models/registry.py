@@ -104,11 +104,13 @@ class Agent(models.Model):
                 name="agent_order_idx",
                 condition=Q(unregistered_at__isnull=True),
             ),
-            # The stale sweep: registered agents not yet offline, by heartbeat age.
+            # The stale sweep: registered agents by heartbeat age. No column the sweep writes (state,
+            # state_changed_at, in_flight) is in an index key or predicate, so on PostgreSQL taking an
+            # agent offline is a HOT update (migration 0002 leaves room for it on the pages).
             models.Index(
                 fields=["last_heartbeat_at"],
                 name="agent_heartbeat_idx",
-                condition=Q(unregistered_at__isnull=True) & ~Q(state="offline"),
+                condition=Q(unregistered_at__isnull=True),
             ),
             # The purge: only unregistered agents, so sweeps and heartbeats of live ones never touch it.
             models.Index(
@@ -178,7 +180,12 @@ class AgentEvent(models.Model):
     """The registry's history of an agent, as an operator reads it."""
 
     # agentevent_agent_at_idx (agent, at) covers lookups by agent; the sweep inserts one event per agent.
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="events", db_index=False)
+    # No database constraint: checking it was a third of the stale sweep's time on PostgreSQL (one
+    # lookup per event). Every writer of an event holds its agent's row lock, and the agent's rows
+    # go only through the purge (events first) or Django's cascade, so no event outlives its agent.
+    agent = models.ForeignKey(
+        Agent, on_delete=models.CASCADE, related_name="events", db_index=False, db_constraint=False
+    )
     kind = models.CharField(max_length=32, choices=AgentEventKind.choices)
     at = models.DateTimeField()
     from_state = models.CharField(max_length=16, blank=True, default="")

@@ -81,6 +81,36 @@ def test_sweep_takes_only_stale_registered_live_agents_offline_with_one_event_ea
 
 
 @pytest.mark.django_db
+def test_sweep_in_batches_among_fresh_and_offline_agents_takes_each_stale_one_once():
+    for i in range(10):  # primary keys interleave: each batch starts past the last agent of the one before
+        make_stale(1, prefix=f"stale{i}")
+        AgentFactory(agent_id=f"fresh-{i}")
+        AgentFactory(agent_id=f"off-{i}", state="offline", stale=True)
+    assert services.sweep_stale_agents(batch_size=4) == 10
+    assert AgentEvent.objects.filter(kind="went_offline").count() == 10
+    assert set(Agent.objects.exclude(state="offline").values_list("agent_id", flat=True)) == {
+        f"fresh-{i}" for i in range(10)
+    }
+
+
+@pytest.mark.django_db
+def test_deleting_an_agent_deletes_its_history():
+    agent = AgentFactory(agent_id="short-lived")
+    AgentEvent.objects.create(agent=agent, kind="registered", at=timezone.now())
+    agent.delete()  # no foreign key in the database (it cost the sweep a lookup per event): Django cascades
+    assert not AgentEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_agent_pages_leave_room_for_the_sweep_to_update_in_place():
+    if connection.vendor != "postgresql":
+        pytest.skip("fillfactor is PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [Agent._meta.db_table])
+        assert cursor.fetchone()[0] == ["fillfactor=60"]
+
+
+@pytest.mark.django_db
 def test_sweep_respects_the_timeout():
     AgentFactory(agent_id="quiet", last_heartbeat_at=timezone.now() - timedelta(seconds=45))
     assert services.sweep_stale_agents() == 0

@@ -474,21 +474,23 @@ def _sweep_batch_portable(*, cutoff: datetime, after: int, now: datetime, batch_
 def _sweep_batch_postgresql(*, cutoff: datetime, after: int, now: datetime, batch_size: int, details: str) -> list[int]:
     """One round trip per batch: lock, update and record in a single statement; returns the ids, ascending.
 
-    The UPDATE finds its rows by ``id = ANY(ARRAY(...))``, an index probe per agent (a join to
-    the CTE is planned as a hash join over the whole table). It writes no indexed column (see
-    agent_heartbeat_idx), so on a page with room (fillfactor 60, migration 0002) it is a HOT
-    update, which adds no index entry.
+    The UPDATE finds the locked rows by their ``ctid`` (a TID scan: no index probe; joined to
+    the CTE it was planned as a hash join over the whole table). A row that another
+    transaction updated after this statement began has a new ctid invisible to the statement:
+    it is left as it is, with no event, for the next sweep. The UPDATE writes no indexed column
+    (see agent_heartbeat_idx), so on a page with room (fillfactor 60, migration 0002) it is a
+    HOT update, which adds no index entry.
     """
     qn = connection.ops.quote_name
     agents, events = qn(Agent._meta.db_table), qn(AgentEvent._meta.db_table)
     sql = f"""
         WITH stale AS (
-            SELECT id, state FROM {agents}
+            SELECT ctid, id, state FROM {agents}
             WHERE unregistered_at IS NULL AND last_heartbeat_at < %s AND id > %s AND state <> %s
             ORDER BY id LIMIT %s FOR NO KEY UPDATE SKIP LOCKED
         ), moved AS (
             UPDATE {agents} SET state = %s, state_changed_at = %s, in_flight = 0
-            WHERE id = ANY(ARRAY(SELECT id FROM stale))
+            WHERE ctid = ANY(ARRAY(SELECT ctid FROM stale))
             RETURNING id
         ), recorded AS (
             INSERT INTO {events} (agent_id, kind, at, from_state, to_state, details)

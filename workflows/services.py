@@ -953,10 +953,14 @@ def repin_orphaned_shares(agent_pks: Iterable[int] | None = None) -> int:
     shares = Invocation.objects.filter(
         workflow_call__isnull=False, status=InvocationStatus.QUEUED, pinned_agent__isnull=False
     ).filter(dead)
+    shares = shares.select_related("capability", "workflow_call", "pinned_agent")
     if agent_pks is not None:
-        shares = shares.filter(pinned_agent_id__in=list(agent_pks))
+        # Filtered here, not in SQL: pinned queued shares are few, while a mass expiry announces
+        # thousands of agents per batch (an IN list of 5000 ids cost ~0.1 s per stale-sweep batch).
+        wanted = set(agent_pks)
+        shares = [i for i in shares if i.pinned_agent_id in wanted]
     moved = 0
-    for invocation in shares.select_related("capability", "workflow_call", "pinned_agent"):
+    for invocation in shares:
         with transaction.atomic():
             # lock every share of the task (in primary-key order), so two re-pins at once cannot
             # pick the same agent, then re-check this share under the lock

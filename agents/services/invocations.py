@@ -179,21 +179,12 @@ def invoke(
         # One INSERT, its own transaction unless the caller has one. With an idempotency key it runs in a
         # savepoint, so that a twin's IntegrityError leaves the caller's transaction usable.
         with transaction.atomic() if idempotency_key else contextlib.nullcontext():
-            if not _insert(invocation, capability_version=version):
-                # the capability changed (or went) since this process cached it: check against the current one
+            while not _insert(invocation, capability_version=version):
+                # the capability changed (or went) since it was checked: check against the current one
                 _forget_capability(capability)
-                return invoke(
-                    capability=capability,
-                    input=input,
-                    requested_by=requested_by,
-                    priority=priority,
-                    timeout=timeout,
-                    max_retries=max_retries,
-                    agent=agent,
-                    idempotency_key=idempotency_key,
-                )
+                invocation.capability, version = _checked_capability(capability, input, cached=False)
             # published when the INSERT commits: at once, or with the caller's transaction
-            _dispatch_on_commit(invocation, cap.name, pinned.agent_id if pinned else None)
+            _dispatch_on_commit(invocation, invocation.capability.name, pinned.agent_id if pinned else None)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -485,7 +476,7 @@ def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Clai
     pk = Invocation._meta.pk.get_db_prep_value(invocation_id, connection)
     at_now = ops.adapt_datetimefield_value(now)
     latest_start = ops.adapt_datetimefield_value(now + timedelta(seconds=EARLY_TOLERANCE))
-    columns = ", ".join(f"{inv}.{qn(f.column)}" for f in _CLAIM_FIELDS)
+    columns = rows.columns(Invocation, _CLAIM_FIELDS, connection, inv)
     where = (
         f"{inv}.id = %s AND {inv}.status = %s AND NOT {inv}.cancel_requested"
         f" AND ({inv}.pinned_agent_id IS NULL OR {inv}.pinned_agent_id = %s)"
@@ -530,10 +521,10 @@ def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Clai
         )
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, [RUNNING, agent.pk, at_now, deadline, *where_params])
-            rows = cursor.fetchall()
-            if not rows:
+            found = cursor.fetchall()
+            if not found:
                 return None
-            row = list(rows[0])
+            row = list(found[0])
             if row[_TIMEOUT] != assumed:  # the hint was wrong (or absent): the deadline from the row's timeout
                 row[_DEADLINE] = ops.adapt_datetimefield_value(now + timedelta(seconds=row[_TIMEOUT] + grace))
                 cursor.execute(f"UPDATE {inv} SET deadline_at = %s WHERE id = %s", [row[_DEADLINE], pk])

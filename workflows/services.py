@@ -820,7 +820,9 @@ def on_invocation_finished(invocation_id: Any, status: str, *, execution_id: Any
 
 _RUN_FIELDS = tuple(TaskRun._meta.concrete_fields)
 _EXECUTION_FIELDS = tuple(f for f in Execution._meta.concrete_fields if f.name != "definition")
-_SHARE_FIELDS = tuple(Invocation._meta.pk if name == "pk" else Invocation._meta.get_field(name) for name in SHARE_FIELDS)
+_SHARE_FIELDS = tuple(
+    Invocation._meta.pk if name == "pk" else Invocation._meta.get_field(name) for name in SHARE_FIELDS
+)
 
 
 @lru_cache(maxsize=2)

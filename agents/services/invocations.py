@@ -79,6 +79,7 @@ def record_in_transaction(prefix: str) -> None:
 def _recorded_in_transaction(requested_by: str | None) -> bool:
     return requested_by is None or requested_by.startswith(_transactional_requesters)
 
+
 Outcome = InvocationAttempt.Outcome
 QUEUED, RUNNING = InvocationStatus.QUEUED, InvocationStatus.RUNNING
 

@@ -7,8 +7,9 @@ call that names the agent, so a sweep and a recording worker never deadlock);
 ``update_capability`` and
 ``delete_capability`` lock one Capability row and no agent. Capabilities
 created during a registration are arbitrated by their unique name, not by a
-lock. The stale sweep locks batches of agent rows with SKIP LOCKED in
-primary-key order (also NO KEY), and the purge locks the batch it deletes.
+lock. The stale sweep's UPDATE locks the batch of agent rows it changes, in
+primary-key order (on PostgreSQL it leaves rows changed since its read to the
+next sweep), and the purge locks the batch it deletes.
 """
 
 from __future__ import annotations
@@ -426,14 +427,13 @@ def sweep_stale_agents(*, timeout: float | None = None, batch_size: int | None =
 
     Set-based, in batches of ``batch_size`` in primary-key order, each starting
     past the last agent of the one before: on PostgreSQL one statement per batch
-    (a CTE: SELECT ... FOR NO KEY UPDATE SKIP LOCKED, UPDATE, INSERT of the
-    events); elsewhere a SELECT of ids, one INSERT ... SELECT of events and one
-    UPDATE. The running invocations of those agents are re-queued for other
-    agents in the same transaction. Safe to run twice at once: concurrent
-    sweeps take disjoint rows on PostgreSQL (SKIP LOCKED) and are serialised by
-    SQLite's write lock, and each batch re-checks staleness under the lock, so
-    every agent gets one ``went_offline`` event. An agent whose row another
-    transaction holds at that moment is left to the next sweep.
+    (a CTE: SELECT, UPDATE by ctid, INSERT of the events); elsewhere a SELECT of
+    ids, one INSERT ... SELECT of events and one UPDATE. The running invocations
+    of those agents are re-queued for other agents in the same transaction. The
+    agents are announced (``agents_offline``) once, after the last batch. Safe to
+    run twice at once: on PostgreSQL a row changed since the batch read it is
+    left alone (see ``_sweep_batch_postgresql``), SQLite's write lock serialises
+    the sweeps, so every agent gets one ``went_offline`` event.
     """
     timeout = settings.MASP_STALE_TIMEOUT if timeout is None else timeout
     batch_size = batch_size or settings.MASP_SWEEP_BATCH_SIZE
@@ -441,21 +441,24 @@ def sweep_stale_agents(*, timeout: float | None = None, batch_size: int | None =
     cutoff = now - timedelta(seconds=timeout)
     details = json.dumps({"reason": "no heartbeat", "stale_timeout_seconds": timeout, "cutoff": cutoff.isoformat()})
     sweep_batch = _sweep_batch_postgresql if connection.vendor == "postgresql" else _sweep_batch_portable
-    total = 0
+    swept: list[int] = []
     after = 0  # the last primary key taken: a sweep reads each agent once, not once per batch
     while True:
         with transaction.atomic():
             ids = sweep_batch(cutoff=cutoff, after=after, now=now, batch_size=batch_size, details=details)
             if ids:
                 requeue_running_on(ids, now=now)
-                _announce_offline(ids)
-        total += len(ids)
+        swept += ids
         if len(ids) < batch_size:
             break
         after = ids[-1]
-    if total:
-        logger.info("event=stale_sweep agents_offline=%d timeout=%s", total, timeout)
-    return total
+    # Announced once, after the last batch, not once per batch: the receivers (re-pinning the
+    # scatter shares of these agents) then query once per sweep. Agents of a batch committed
+    # before a crash are not announced; the workflows' beat sweep re-pins what was missed.
+    _announce_offline(swept)
+    if swept:
+        logger.info("event=stale_sweep agents_offline=%d timeout=%s", len(swept), timeout)
+    return len(swept)
 
 
 def _sweep_batch_portable(*, cutoff: datetime, after: int, now: datetime, batch_size: int, details: str) -> list[int]:
@@ -472,14 +475,21 @@ def _sweep_batch_portable(*, cutoff: datetime, after: int, now: datetime, batch_
 
 
 def _sweep_batch_postgresql(*, cutoff: datetime, after: int, now: datetime, batch_size: int, details: str) -> list[int]:
-    """One round trip per batch: lock, update and record in a single statement; returns the ids, ascending.
+    """One round trip per batch: find, update and record in a single statement; returns the ids, ascending.
 
-    The UPDATE finds the locked rows by their ``ctid`` (a TID scan: no index probe; joined to
-    the CTE it was planned as a hash join over the whole table). A row that another
-    transaction updated after this statement began has a new ctid invisible to the statement:
-    it is left as it is, with no event, for the next sweep. The UPDATE writes no indexed column
-    (see agent_heartbeat_idx), so on a page with room (fillfactor 60, migration 0002) it is a
-    HOT update, which adds no index entry.
+    The stale rows are read without a row lock (a lock writes a WAL record per row) and the
+    UPDATE finds them by their ``ctid`` (a TID scan: no index probe; joined to the CTE it was
+    planned as a hash join over the whole table). A row that another transaction updated after
+    this statement began (a heartbeat, a concurrent sweep) has a new ctid: the UPDATE waits for
+    that transaction, re-checks the row (READ COMMITTED's EvalPlanQual re-tests the TID), finds
+    the TID gone and leaves the row, with no event, to the next sweep. So each agent still gets
+    exactly one event, and the state recorded as ``from_state`` is the one the UPDATE replaced.
+    The UPDATE writes no indexed column (see agent_heartbeat_idx), so on a page with room
+    (fillfactor 60, migration 0002) it is a HOT update, which adds no index entry.
+
+    The batch commits with ``synchronous_commit = off`` (set for this transaction only): a
+    batch lost to a database crash leaves its agents stale, and the next sweep marks them,
+    events and re-queued calls included, since they are all in the same transaction.
     """
     qn = connection.ops.quote_name
     agents, events = qn(Agent._meta.db_table), qn(AgentEvent._meta.db_table)
@@ -487,7 +497,7 @@ def _sweep_batch_postgresql(*, cutoff: datetime, after: int, now: datetime, batc
         WITH stale AS (
             SELECT ctid, id, state FROM {agents}
             WHERE unregistered_at IS NULL AND last_heartbeat_at < %s AND id > %s AND state <> %s
-            ORDER BY id LIMIT %s FOR NO KEY UPDATE SKIP LOCKED
+            ORDER BY id LIMIT %s
         ), moved AS (
             UPDATE {agents} SET state = %s, state_changed_at = %s, in_flight = 0
             WHERE ctid = ANY(ARRAY(SELECT ctid FROM stale))
@@ -502,7 +512,8 @@ def _sweep_batch_postgresql(*, cutoff: datetime, after: int, now: datetime, batc
     params = [cutoff, after, offline, batch_size, offline, now]
     params += [AgentEventKind.WENT_OFFLINE.value, now, offline, details]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(f"SET LOCAL synchronous_commit = off; {sql}", params)
+        cursor.nextset()
         return cursor.fetchone()[0] or []
 
 

@@ -108,6 +108,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not :memory:, so that worker processes started by tests see it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+# PostgreSQL: the statements every call runs are prepared by the server on first use on each
+# connection (masplatform.prepared; Django's own cursors bind on the client and never prepare).
+# Off for a pooler that cannot keep prepared statements (PgBouncer in transaction mode < 1.21).
+MASP_DB_PREPARED_STATEMENTS = env_bool("MASP_DB_PREPARED_STATEMENTS", True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and MASP_DB_PREPARED_STATEMENTS:
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth ---------------------------------------------------------------------

@@ -51,7 +51,7 @@ from agents.models import (
     InvocationStatus,
 )
 from agents.models.invocation import FINISHED
-from masplatform import notify, rows
+from masplatform import notify, prepared, rows
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
 
 logger = logging.getLogger("agents")
@@ -455,6 +455,7 @@ EARLY_TOLERANCE = 0.5
 
 # The claimed call's columns, in order, as the fast claim returns them.
 _CLAIM_FIELDS = list(Invocation._meta.concrete_fields)
+attempt_outcome = InvocationAttempt._meta.get_field("outcome")
 _TIMEOUT, _DEADLINE, _ATTEMPT = (
     _CLAIM_FIELDS.index(Invocation._meta.get_field(name)) for name in ("timeout", "deadline_at", "attempt")
 )
@@ -495,20 +496,19 @@ def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Clai
             f" WHERE {where} RETURNING {columns}, {cap_version}),"
             f" new_attempt AS (INSERT INTO {att} (invocation_id, number, agent_id, outcome, started_at,"
             f" error_type, error_message, error_traceback)"
-            f" SELECT id, attempt, %s, %s, %s, '', '', '' FROM claimed)"
-            f" SELECT * FROM claimed"
+            f" SELECT id, attempt, %s, {prepared.typed(attempt_outcome, connection)}, %s, '', '', '' FROM claimed)"
+            f" SELECT claimed.* FROM claimed"
         )
+        if not connection.in_atomic_block:
+            # Its own transaction, committed without waiting for the disk (set inside the statement, so no
+            # extra round trip, and until its commit only). Safe: after a database crash a lost claim leaves
+            # the call queued at its previous attempt and its unacknowledged message runs it again
+            # (at-least-once, as when a worker dies); a recorded outcome is always durable, and its commit
+            # flushes the claim's too.
+            sql += " CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS commit_without_waiting"
         params = [RUNNING, agent.pk, at_now, at_now, grace, *where_params, agent.pk, Outcome.RUNNING, at_now]
-        with connection.cursor() as cursor:
-            if connection.in_atomic_block:
-                cursor.execute(sql, params)
-            else:
-                # Its own transaction, committed without waiting for the disk (sent with the statement, so no
-                # extra round trip). Safe: after a database crash a lost claim leaves the call queued at its
-                # previous attempt and its unacknowledged message runs it again (at-least-once, as when a
-                # worker dies); a recorded outcome is always durable, and its commit flushes the claim's too.
-                cursor.execute(f"SET LOCAL synchronous_commit = off; {sql}", params)
-                cursor.nextset()
+        with prepared.cursor(connection) as cursor:
+            cursor.execute(sql, params)
             row = cursor.fetchone()
         if row is None:
             return None
@@ -608,11 +608,12 @@ def _insert(invocation: Invocation, *, capability_version: Any) -> bool:
     qn = connection.ops.quote_name
     cap = qn(Capability._meta.db_table)
     columns = ", ".join(qn(f.column) for f in _CLAIM_FIELDS)
+    values = ", ".join(prepared.typed(f, connection) for f in _CLAIM_FIELDS)  # a SELECT list: typed
     params = [f.get_db_prep_save(getattr(invocation, f.attname), connection) for f in _CLAIM_FIELDS]
     params += [invocation.capability_id, capability_version]
-    with connection.cursor() as cursor:
+    with prepared.cursor(connection) as cursor:
         cursor.execute(
-            f"INSERT INTO {qn(Invocation._meta.db_table)} ({columns}) SELECT {', '.join(['%s'] * len(_CLAIM_FIELDS))}"
+            f"INSERT INTO {qn(Invocation._meta.db_table)} ({columns}) SELECT {values}"
             f" FROM {cap} WHERE {cap}.id = %s AND {cap}.updated_at = %s",
             params,
         )
@@ -787,7 +788,7 @@ def _record_success_rows(
         "outcome = %s, finished_at = %s, duration_ms = %s, error_type = '', error_message = '', error_traceback = ''"
     )
     attempt_params = [Outcome.SUCCEEDED, at_now, duration]
-    with connection.cursor() as cursor:
+    with prepared.cursor(connection) as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"WITH recorded AS ({update_call} RETURNING id, requested_by),"

@@ -327,3 +327,41 @@ def test_the_claim_commits_by_itself_and_leaves_the_connection_durable(calc, bro
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
             assert cursor.fetchone()[0] == "on"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_postgresql_prepares_the_statements_of_every_call_once_per_connection(calc, broker_url):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    for n in range(3):
+        call = invoke()
+        claimed = services.claim(str(call.pk), agent=agent)  # outside an atomic block: its own transaction
+        assert services.record_success(call.pk, attempt=claimed.attempt, output={"sum": n}) is True
+        call.refresh_from_db()
+        assert (call.status, call.output, call.input, call.attempt) == ("succeeded", {"sum": n}, {"a": 1}, 1)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [" ".join(row[0].split()) for row in cursor.fetchall()]
+    assert sum(s.startswith('INSERT INTO "agents_invocation"') for s in prepared) == 1  # invoke
+    assert sum("set_config('synchronous_commit'" in s for s in prepared) == 1  # the claim
+    assert sum(s.startswith("WITH recorded AS") for s in prepared) == 1  # the outcome
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_prepared_statements_calls_run_the_same(calc, broker_url, settings):
+    from django.db import connection
+
+    settings.MASP_DB_PREPARED_STATEMENTS = False
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    call = invoke()
+    claimed = services.claim(str(call.pk), agent=agent)
+    assert services.record_success(call.pk, attempt=claimed.attempt, output={"sum": 1}) is True
+    call.refresh_from_db()
+    assert (call.status, call.output) == ("succeeded", {"sum": 1})
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            assert cursor.fetchone()[0] == 0

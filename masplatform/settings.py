@@ -101,10 +101,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, workers and beat are separate processes writing one file: WAL lets
     # readers go on beside a writer, IMMEDIATE takes the write lock at BEGIN so
     # two writers queue up (busy timeout) instead of failing a lock upgrade.
+    # Checkpoints: agent workers run them in the background (masplatform.sqlite);
+    # a commit does one itself only past 10,000 pages of log (40 MB).
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=10000;",
     }
     # A file, not :memory:, so that worker processes started by tests see it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
@@ -112,6 +114,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # connection (masplatform.prepared; Django's own cursors bind on the client and never prepare).
 # Off for a pooler that cannot keep prepared statements (PgBouncer in transaction mode < 1.21).
 MASP_DB_PREPARED_STATEMENTS = env_bool("MASP_DB_PREPARED_STATEMENTS", True)
+# SQLite: seconds between the agent workers' background checkpoints of the log (0: none).
+MASP_SQLITE_CHECKPOINT_INTERVAL = env_float("MASP_SQLITE_CHECKPOINT_INTERVAL", 0.5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and MASP_DB_PREPARED_STATEMENTS:
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from agents import dispatch, runtime, services
 from agents.models import AgentState
 from agents.sdk import AgentDefinition
+from masplatform import sqlite
 from masplatform.celery import app
 from masplatform.exceptions import ServiceError
 
@@ -96,14 +97,18 @@ class Command(BaseCommand):
         # runtime checks it (CONN_MAX_AGE, health check) before each call.
         app.conf["CELERY_DB_REUSE_MAX"] = 1000
         heartbeat = runtime.Heartbeat(state)
+        checkpointer: list[sqlite.Checkpointer | None] = [None]
 
         @signals.worker_ready.connect(weak=False)
         def start_heartbeat(**kwargs):
             heartbeat.start()
+            checkpointer[0] = sqlite.start_checkpointer()
 
         @signals.worker_shutdown.connect(weak=False)
         def go_offline(**kwargs):
             heartbeat.stop()
+            if checkpointer[0] is not None:
+                checkpointer[0].stop()
             try:
                 services.change_state(agent_id=definition.agent_id, state=AgentState.OFFLINE, reason="worker stopped")
             except ServiceError as exc:

@@ -467,45 +467,60 @@ def _fast_claim_supported() -> bool:
     return connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_columns_from_insert
 
 
-def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Claim | None:
-    connection = transaction.get_connection()
-    ops = connection.ops
-    qn = ops.quote_name
+@functools.cache
+def _claim_sql(vendor: str, own_transaction: bool) -> str:
+    """The claim's statement for ``vendor``, built once. On PostgreSQL, the claim and its attempt's
+    INSERT in one statement; ``own_transaction``: outside an atomic block, committed without waiting."""
+    from django.db import connection
+
+    qn = connection.ops.quote_name
     inv, att = qn(Invocation._meta.db_table), qn(InvocationAttempt._meta.db_table)
     cap_table = qn(Capability._meta.db_table)
-    now = timezone.now()
-    grace = settings.MASP_HARD_TIMEOUT_GRACE
-    pk = Invocation._meta.pk.get_db_prep_value(invocation_id, connection)
-    at_now = ops.adapt_datetimefield_value(now)
-    latest_start = ops.adapt_datetimefield_value(now + timedelta(seconds=EARLY_TOLERANCE))
     columns = rows.columns(Invocation, _CLAIM_FIELDS, connection, inv)
     where = (
         f"{inv}.id = %s AND {inv}.status = %s AND NOT {inv}.cancel_requested"
         f" AND ({inv}.pinned_agent_id IS NULL OR {inv}.pinned_agent_id = %s)"
         f" AND ({inv}.not_before IS NULL OR {inv}.not_before <= %s)"
     )
-    where_params = [pk, QUEUED, agent.pk, latest_start]
     # the capability's updated_at comes back with the row: the per-process capability cache is keyed by it
     cap_version = f"(SELECT c.updated_at FROM {cap_table} c WHERE c.id = {inv}.capability_id)"
+    if vendor != "postgresql":
+        return (
+            f"UPDATE {inv} SET status = %s, attempt = attempt + 1, agent_id = %s, started_at = %s,"
+            f" deadline_at = %s, not_before = NULL, progress = NULL, progress_message = ''"
+            f" WHERE {where} RETURNING {columns}, {cap_version}"
+        )
+    sql = (
+        f"WITH claimed AS (UPDATE {inv} SET status = %s, attempt = {inv}.attempt + 1, agent_id = %s,"
+        f" started_at = %s, deadline_at = %s + ({inv}.timeout + %s) * interval '1 second',"
+        f" not_before = NULL, progress = NULL, progress_message = ''"
+        f" WHERE {where} RETURNING {columns}, {cap_version}),"
+        f" new_attempt AS (INSERT INTO {att} (invocation_id, number, agent_id, outcome, started_at,"
+        f" error_type, error_message, error_traceback)"
+        f" SELECT id, attempt, %s, {prepared.typed(attempt_outcome, connection)}, %s, '', '', '' FROM claimed)"
+        f" SELECT claimed.* FROM claimed"
+    )
+    if own_transaction:
+        # Committed without waiting for the disk (set inside the statement, so no extra round trip, and
+        # until its commit only). Safe: after a database crash a lost claim leaves the call queued at its
+        # previous attempt and its unacknowledged message runs it again (at-least-once, as when a worker
+        # dies); a recorded outcome is always durable, and its commit flushes the claim's too.
+        sql += " CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS commit_without_waiting"
+    return sql
+
+
+def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Claim | None:
+    connection = transaction.get_connection()
+    ops = connection.ops
+    now = timezone.now()
+    grace = settings.MASP_HARD_TIMEOUT_GRACE
+    pk = Invocation._meta.pk.get_db_prep_value(invocation_id, connection)
+    at_now = ops.adapt_datetimefield_value(now)
+    latest_start = ops.adapt_datetimefield_value(now + timedelta(seconds=EARLY_TOLERANCE))
+    where_params = [pk, QUEUED, agent.pk, latest_start]
     if connection.vendor == "postgresql":
         # one statement (its own transaction outside an atomic block): the claim and the attempt's INSERT
-        sql = (
-            f"WITH claimed AS (UPDATE {inv} SET status = %s, attempt = {inv}.attempt + 1, agent_id = %s,"
-            f" started_at = %s, deadline_at = %s + ({inv}.timeout + %s) * interval '1 second',"
-            f" not_before = NULL, progress = NULL, progress_message = ''"
-            f" WHERE {where} RETURNING {columns}, {cap_version}),"
-            f" new_attempt AS (INSERT INTO {att} (invocation_id, number, agent_id, outcome, started_at,"
-            f" error_type, error_message, error_traceback)"
-            f" SELECT id, attempt, %s, {prepared.typed(attempt_outcome, connection)}, %s, '', '', '' FROM claimed)"
-            f" SELECT claimed.* FROM claimed"
-        )
-        if not connection.in_atomic_block:
-            # Its own transaction, committed without waiting for the disk (set inside the statement, so no
-            # extra round trip, and until its commit only). Safe: after a database crash a lost claim leaves
-            # the call queued at its previous attempt and its unacknowledged message runs it again
-            # (at-least-once, as when a worker dies); a recorded outcome is always durable, and its commit
-            # flushes the claim's too.
-            sql += " CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS commit_without_waiting"
+        sql = _claim_sql(connection.vendor, not connection.in_atomic_block)
         params = [RUNNING, agent.pk, at_now, at_now, grace, *where_params, agent.pk, Outcome.RUNNING, at_now]
         with prepared.cursor(connection) as cursor:
             cursor.execute(sql, params)
@@ -515,11 +530,8 @@ def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Clai
     else:
         assumed = settings.MASP_INVOCATION_TIMEOUT if timeout is None else timeout
         deadline = ops.adapt_datetimefield_value(now + timedelta(seconds=assumed + grace))
-        sql = (
-            f"UPDATE {inv} SET status = %s, attempt = attempt + 1, agent_id = %s, started_at = %s,"
-            f" deadline_at = %s, not_before = NULL, progress = NULL, progress_message = ''"
-            f" WHERE {where} RETURNING {columns}, {cap_version}"
-        )
+        sql = _claim_sql(connection.vendor, False)
+        inv, att = ops.quote_name(Invocation._meta.db_table), ops.quote_name(InvocationAttempt._meta.db_table)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, [RUNNING, agent.pk, at_now, deadline, *where_params])
             found = cursor.fetchall()
@@ -605,23 +617,29 @@ def _insert(invocation: Invocation, *, capability_version: Any) -> bool:
     if it changed or was deleted. One plain statement, without building the ORM's query (the model has
     no save hooks, auto_now fields or database-side defaults)."""
     connection = transaction.get_connection()
-    qn = connection.ops.quote_name
-    cap = qn(Capability._meta.db_table)
-    columns = ", ".join(qn(f.column) for f in _CLAIM_FIELDS)
-    values = ", ".join(prepared.typed(f, connection) for f in _CLAIM_FIELDS)  # a SELECT list: typed
     params = [f.get_db_prep_save(getattr(invocation, f.attname), connection) for f in _CLAIM_FIELDS]
     params += [invocation.capability_id, capability_version]
     with prepared.cursor(connection) as cursor:
-        cursor.execute(
-            f"INSERT INTO {qn(Invocation._meta.db_table)} ({columns}) SELECT {values}"
-            f" FROM {cap} WHERE {cap}.id = %s AND {cap}.updated_at = %s",
-            params,
-        )
+        cursor.execute(_insert_sql(connection.vendor), params)
         if cursor.rowcount != 1:
             return False
     invocation._state.adding = False
     invocation._state.db = connection.alias
     return True
+
+
+@functools.cache
+def _insert_sql(vendor: str) -> str:
+    from django.db import connection
+
+    qn = connection.ops.quote_name
+    cap = qn(Capability._meta.db_table)
+    columns = ", ".join(qn(f.column) for f in _CLAIM_FIELDS)
+    values = ", ".join(prepared.typed(f, connection) for f in _CLAIM_FIELDS)  # a SELECT list: typed
+    return (
+        f"INSERT INTO {qn(Invocation._meta.db_table)} ({columns}) SELECT {values}"
+        f" FROM {cap} WHERE {cap}.id = %s AND {cap}.updated_at = %s"
+    )
 
 
 def _capability(capability_id: int, version: Any) -> Capability:

@@ -206,7 +206,7 @@ class AgentEventViewSet(NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
     queryset = AgentEvent.objects.select_related("agent")
     serializer_class = AgentEventSerializer
     filterset_class = AgentEventFilter
-    ordering_fields = ["id", "at"]  # newest first by id (see AgentEvent); ordering=at sorts the filtered rows
+    ordering_fields = ["at"]
 
 
 def wait_seconds(request: Request) -> float:

@@ -17,6 +17,7 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from agents.models import Agent, AgentState, Invocation, InvocationStatus
 from agents.sdk import AgentDefinition, CallContext, Cancelled
+from masplatform import sqlite
 
 logger = logging.getLogger("agents.runtime")
 
@@ -225,8 +226,9 @@ class Heartbeat(threading.Thread):
 
         while not self.stopping.is_set():
             try:
-                close_old_connections()
-                self.beat_once()
+                with sqlite.fork_guard():  # no pool process is forked while this thread is inside SQLite
+                    close_old_connections()
+                    self.beat_once()
             except (Conflict, NotFound) as exc:
                 # Unregistered (or purged) while running: this worker must stop taking its calls.
                 logger.warning(

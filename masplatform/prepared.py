@@ -44,5 +44,11 @@ def cursor(connection: Any) -> Any:
 
 
 def typed(field: models.Field, connection: Any) -> str:
-    """The placeholder for a value of ``field`` where PostgreSQL cannot infer its type."""
-    return f"%s::{field.cast_db_type(connection)}" if connection.vendor == "postgresql" else "%s"
+    """The placeholder for a value of ``field`` where PostgreSQL cannot infer its type. Strings are
+    cast to ``text``, not to the column's ``varchar(n)``: an explicit cast would cut a value that is
+    too long, where assigning ``text`` to the column refuses it, as an ORM insert would."""
+    if connection.vendor != "postgresql":
+        return "%s"
+    if isinstance(field, (models.CharField, models.TextField)):
+        return "%s::text"
+    return f"%s::{field.cast_db_type(connection)}"

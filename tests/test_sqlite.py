@@ -39,3 +39,33 @@ def test_the_checkpointer_moves_the_log_into_the_database_while_writes_go_on():
         checkpointer.stop()
         checkpointer.join(5)
     assert not checkpointer.is_alive() and checkpointer.checkpoints >= 2
+
+
+def test_a_fork_waits_for_a_thread_inside_sqlite():
+    if connection.vendor != "sqlite":
+        with sqlite.fork_guard():  # nothing to guard
+            return
+    import os
+    import threading
+    import time
+
+    with sqlite.fork_guard():  # registers the fork hooks
+        pass
+    forked_at: list[float] = []
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        forked_at.append(time.monotonic())
+        os.waitpid(pid, 0)
+
+    with sqlite.fork_guard():
+        forker = threading.Thread(target=fork)
+        forker.start()
+        time.sleep(0.3)
+        released_at = time.monotonic()
+    forker.join(10)
+    assert forked_at and forked_at[0] >= released_at  # the fork waited for the guard
+    with sqlite.fork_guard():  # and released it on both sides
+        pass

@@ -6,8 +6,6 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
-from masplatform.indexes import InsertionOrderIndex
-
 CAPABILITY_NAME_RE = r"^[a-z0-9][a-z0-9_.\-]{0,99}$"
 capability_name_validator = RegexValidator(
     CAPABILITY_NAME_RE,
@@ -183,9 +181,8 @@ class AgentEvent(models.Model):
 
     # Few indexes: the stale sweep inserts one event per agent that went offline, and each B-tree
     # costs it ~0.8 ms per 1000 agents on PostgreSQL (a fifth of the insert). agentevent_agent_at_idx
-    # (agent, at) covers lookups by agent; agentevent_at_brin (BRIN on PostgreSQL) the purge and
-    # the ``since`` filter; lists are newest first by primary key (ids grow with ``at``), and the
-    # kind filter is a walk back along it that skips the other kinds (there are seven).
+    # (agent, at) covers lookups by agent; agentevent_at_idx the newest-first list, ``since``, the
+    # purge and the kind filter (a walk back along it that skips the other kinds: there are seven).
     # No database constraint: checking it was a third of the stale sweep's time on PostgreSQL (one
     # lookup per event). Every writer of an event holds its agent's row lock, and the agent's rows
     # go only through the purge (events first) or Django's cascade, so no event outlives its agent.
@@ -199,10 +196,10 @@ class AgentEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
 
     class Meta:
-        ordering = ["-id"]
+        ordering = ["-at", "-id"]
         indexes = [
             models.Index(fields=["agent", "-at"], name="agentevent_agent_at_idx"),
-            InsertionOrderIndex(fields=["at"], name="agentevent_at_brin"),
+            models.Index(fields=["at"], name="agentevent_at_idx"),
         ]
 
     def __str__(self) -> str:

@@ -7,9 +7,9 @@ call that names the agent, so a sweep and a recording worker never deadlock);
 ``update_capability`` and
 ``delete_capability`` lock one Capability row and no agent. Capabilities
 created during a registration are arbitrated by their unique name, not by a
-lock. The stale sweep's UPDATE locks the batch of agent rows it changes, in
-primary-key order (on PostgreSQL it leaves rows changed since its read to the
-next sweep), and the purge locks the batch it deletes.
+lock. The stale sweep's UPDATE locks the batch of agent rows it changes (on
+PostgreSQL in ctid order, waiting for a row another transaction holds, then
+re-checking it), and the purge locks the batch it deletes.
 """
 
 from __future__ import annotations
@@ -431,9 +431,10 @@ def sweep_stale_agents(*, timeout: float | None = None, batch_size: int | None =
     ids, one INSERT ... SELECT of events and one UPDATE. The running invocations
     of those agents are re-queued for other agents in the same transaction. The
     agents are announced (``agents_offline``) once, after the last batch. Safe to
-    run twice at once: on PostgreSQL a row changed since the batch read it is
-    left alone (see ``_sweep_batch_postgresql``), SQLite's write lock serialises
-    the sweeps, so every agent gets one ``went_offline`` event.
+    run twice at once: on PostgreSQL the UPDATE re-checks a row changed since the
+    batch read it (see ``_sweep_batch_postgresql``), SQLite's write lock
+    serialises the sweeps, so every agent gets one ``went_offline`` event. The
+    batches commit without waiting for the disk unless they re-queued calls.
     """
     timeout = settings.MASP_STALE_TIMEOUT if timeout is None else timeout
     batch_size = batch_size or settings.MASP_SWEEP_BATCH_SIZE
@@ -442,16 +443,18 @@ def sweep_stale_agents(*, timeout: float | None = None, batch_size: int | None =
     details = json.dumps({"reason": "no heartbeat", "stale_timeout_seconds": timeout, "cutoff": cutoff.isoformat()})
     sweep_batch = _sweep_batch_postgresql if connection.vendor == "postgresql" else _sweep_batch_portable
     swept: list[int] = []
-    after = 0  # the last primary key taken: a sweep reads each agent once, not once per batch
+    after = 0  # the last primary key read: a sweep reads each agent once, not once per batch
     while True:
         with transaction.atomic():
-            ids = sweep_batch(cutoff=cutoff, after=after, now=now, batch_size=batch_size, details=details)
-            if ids:
-                requeue_running_on(ids, now=now)
+            read, last, ids = sweep_batch(cutoff=cutoff, after=after, now=now, batch_size=batch_size, details=details)
+            if ids and requeue_running_on(ids, now=now) and connection.vendor == "postgresql":
+                # re-queued calls may have been given their final outcome (AgentLost): durable, as every outcome
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = on")
         swept += ids
-        if len(ids) < batch_size:
+        if read < batch_size:
             break
-        after = ids[-1]
+        after = last
     # Announced once, after the last batch, not once per batch: the receivers (re-pinning the
     # scatter shares of these agents) then query once per sweep. Agents of a batch committed
     # before a crash are not announced; the workflows' beat sweep re-pins what was missed.
@@ -461,7 +464,10 @@ def sweep_stale_agents(*, timeout: float | None = None, batch_size: int | None =
     return len(swept)
 
 
-def _sweep_batch_portable(*, cutoff: datetime, after: int, now: datetime, batch_size: int, details: str) -> list[int]:
+def _sweep_batch_portable(
+    *, cutoff: datetime, after: int, now: datetime, batch_size: int, details: str
+) -> tuple[int, int, list[int]]:
+    """(agents read, the last one's id, the ids taken offline, ascending)."""
     stale = Agent.objects.filter(unregistered_at__isnull=True, last_heartbeat_at__lt=cutoff, pk__gt=after).exclude(
         state=AgentState.OFFLINE
     )
@@ -471,25 +477,33 @@ def _sweep_batch_portable(*, cutoff: datetime, after: int, now: datetime, batch_
     if ids:
         _insert_offline_events(ids, now=now, details=details)
         Agent.objects.filter(pk__in=ids).update(state=AgentState.OFFLINE, state_changed_at=now, in_flight=0)
-    return ids
+    return len(ids), ids[-1] if ids else after, ids
 
 
-def _sweep_batch_postgresql(*, cutoff: datetime, after: int, now: datetime, batch_size: int, details: str) -> list[int]:
-    """One round trip per batch: find, update and record in a single statement; returns the ids, ascending.
+def _sweep_batch_postgresql(
+    *, cutoff: datetime, after: int, now: datetime, batch_size: int, details: str
+) -> tuple[int, int, list[int]]:
+    """One round trip per batch: find, update and record in a single statement.
 
-    The stale rows are read without a row lock (a lock writes a WAL record per row) and the
-    UPDATE finds them by their ``ctid`` (a TID scan: no index probe; joined to the CTE it was
-    planned as a hash join over the whole table). A row that another transaction updated after
-    this statement began (a heartbeat, a concurrent sweep) has a new ctid: the UPDATE waits for
-    that transaction, re-checks the row (READ COMMITTED's EvalPlanQual re-tests the TID), finds
-    the TID gone and leaves the row, with no event, to the next sweep. So each agent still gets
-    exactly one event, and the state recorded as ``from_state`` is the one the UPDATE replaced.
-    The UPDATE writes no indexed column (see agent_heartbeat_idx), so on a page with room
-    (fillfactor 60, migration 0002) it is a HOT update, which adds no index entry.
+    Returns (agents read, the last one's id, the ids taken offline, ascending). The stale rows are
+    read without a row lock (a lock writes a WAL record per row); the UPDATE finds them by their
+    ``ctid`` (a TID scan: no index probe; joined to the CTE it was planned as a hash join over the
+    whole table) and repeats the staleness test. A row that another transaction changed after this
+    statement began (a heartbeat, a concurrent sweep) makes the UPDATE wait for that transaction,
+    then re-evaluate its conditions on the row's newest version (READ COMMITTED's EvalPlanQual):
+    an agent that beat or was already taken offline no longer matches and is left alone, with no
+    event. The staleness test is in the UPDATE itself because PostgreSQL re-checks a TID
+    condition on a newer version only since the minor releases of late 2025. So each agent gets
+    exactly one event. Its ``from_state`` is the state this statement read, which differs from the
+    replaced one only if another transaction changed the state (not the heartbeat) meanwhile.
+    Rows are locked in ctid order, the same in two concurrent sweeps, which therefore wait for
+    each other rather than deadlock. The UPDATE writes no indexed column (see agent_heartbeat_idx),
+    so on a page with room (fillfactor 60, migration 0002) it is a HOT update, which adds no
+    index entry.
 
-    The batch commits with ``synchronous_commit = off`` (set for this transaction only): a
-    batch lost to a database crash leaves its agents stale, and the next sweep marks them,
-    events and re-queued calls included, since they are all in the same transaction.
+    The batch commits with ``synchronous_commit = off`` (set for this transaction only; the caller
+    sets it back on when the batch re-queued calls): a batch lost to a database crash leaves its
+    agents stale, and the next sweep marks them again.
     """
     qn = connection.ops.quote_name
     agents, events = qn(Agent._meta.db_table), qn(AgentEvent._meta.db_table)
@@ -501,20 +515,22 @@ def _sweep_batch_postgresql(*, cutoff: datetime, after: int, now: datetime, batc
         ), moved AS (
             UPDATE {agents} SET state = %s, state_changed_at = %s, in_flight = 0
             WHERE ctid = ANY(ARRAY(SELECT ctid FROM stale))
+                AND unregistered_at IS NULL AND last_heartbeat_at < %s AND state <> %s
             RETURNING id
         ), recorded AS (
             INSERT INTO {events} (agent_id, kind, at, from_state, to_state, details)
             SELECT id, %s, %s, stale.state, %s, %s::jsonb FROM stale JOIN moved USING (id)
         )
-        SELECT array_agg(id ORDER BY id) FROM moved
+        SELECT (SELECT count(*) FROM stale), (SELECT max(id) FROM stale), (SELECT array_agg(id ORDER BY id) FROM moved)
     """
     offline = AgentState.OFFLINE.value
-    params = [cutoff, after, offline, batch_size, offline, now]
+    params = [cutoff, after, offline, batch_size, offline, now, cutoff, offline]
     params += [AgentEventKind.WENT_OFFLINE.value, now, offline, details]
     with connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL synchronous_commit = off; {sql}", params)
         cursor.nextset()
-        return cursor.fetchone()[0] or []
+        read, last, ids = cursor.fetchone()
+        return read, last or after, ids or []
 
 
 def _insert_offline_events(ids: list[int], *, now: datetime, details: str) -> None:

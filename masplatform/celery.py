@@ -2,7 +2,8 @@
 
 Every setting comes from Django settings under the ``CELERY_`` namespace
 (JSON only, acks_late, reject_on_worker_lost, prefetch 1, UTC, the
-django-celery-beat DatabaseScheduler).
+django-celery-beat DatabaseScheduler), copied once into a dict
+(``masplatform.celery_config``) when Celery first reads them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from celery.signals import task_prerun
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "masplatform.settings")
 
 app = Celery("masplatform")
-app.config_from_object("django.conf:settings", namespace="CELERY")
+app.config_from_object("masplatform.celery_config:CONFIG")
 app.autodiscover_tasks()
 
 

@@ -19,6 +19,8 @@ def test_commits_leave_checkpoints_to_the_background_up_to_ten_thousand_pages():
         assert cursor.fetchone()[0] == 10000
         cursor.execute("PRAGMA journal_mode")
         assert cursor.fetchone()[0] == "wal"
+        cursor.execute("PRAGMA mmap_size")  # pages another process wrote are read from the OS cache, not read()
+        assert cursor.fetchone()[0] == 268435456
 
 
 def test_the_checkpointer_moves_the_log_into_the_database_while_writes_go_on():

@@ -9,6 +9,7 @@ waiters re-read the database, so a lost one costs at most the wait's timeout.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,23 @@ def _redis(url: str):
     return redis.Redis.from_url(url, socket_timeout=5)
 
 
+_local = threading.local()
+
+
+def _publisher(url: str):
+    """This thread's client for PUBLISH, on a connection of its own: no pool checkout per message (which
+    polls the socket, takes a lock and records metrics: about a third of a publish's CPU in a worker).
+    Keyed by process too: a pool process must not write to its parent's socket."""
+    import redis
+
+    key = (os.getpid(), url)
+    client = getattr(_local, "publishers", {}).get(key)
+    if client is None:
+        client = redis.Redis(connection_pool=_redis(url).connection_pool, single_connection_client=True)
+        _local.publishers = {key: client}
+    return client
+
+
 def _channel(name: str) -> str:
     return f"masp:{name}"
 
@@ -47,7 +65,11 @@ def publish(name: str, message: str = "") -> None:
     url = settings.CELERY_BROKER_URL
     try:
         if _is_redis(url):
-            _redis(url).publish(_channel(name), message)
+            try:
+                _publisher(url).publish(_channel(name), message)
+            except Exception:
+                _local.publishers = {}  # a new connection next time
+                raise
         else:
             from kombu import Connection, Exchange
 

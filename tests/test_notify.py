@@ -73,3 +73,24 @@ def test_a_notification_can_stand_for_done(broker_url):
     assert time.monotonic() - started < 5
     assert len(checks) == 1  # once, after subscribing; not again after the notification
     thread.join()
+
+
+def test_each_thread_publishes_on_a_connection_of_its_own(broker_url):
+    if not notify._is_redis(broker_url):
+        pytest.skip("Redis pub/sub")
+    mine = notify._publisher(broker_url)
+    assert notify._publisher(broker_url) is mine
+    theirs: list = []
+    other = threading.Thread(target=lambda: theirs.append(notify._publisher(broker_url)))
+    other.start()
+    other.join(5)
+    assert theirs and theirs[0] is not mine and theirs[0].connection is not mine.connection
+    got: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: got.append(notify.wait("pub-test", 5, lambda: False, notified_means_done=True))
+    )
+    waiter.start()
+    time.sleep(0.3)
+    notify.publish("pub-test")  # through this thread's own connection
+    waiter.join(5)
+    assert got == [True]

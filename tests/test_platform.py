@@ -89,3 +89,18 @@ def test_defaults_are_sqlite_and_the_embedded_broker_and_urls_switch_them(tmp_pa
         }
     )
     assert result.stdout.split() == ["django.db.backends.postgresql", "amqp://guest:guest@mq:5672//"]
+
+
+def test_celery_takes_the_django_celery_settings_once_as_a_plain_dict():
+    from django.conf import settings
+
+    from masplatform.celery import app
+    from masplatform.celery_config import CONFIG
+
+    assert isinstance(CONFIG, dict) and CONFIG["broker_url"] == settings.CELERY_BROKER_URL
+    assert app.conf.broker_url == settings.CELERY_BROKER_URL
+    assert app.conf.task_acks_late is True and app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.broker_transport_options["priority_steps"] == list(range(10))
+    assert app.conf.beat_scheduler == settings.CELERY_BEAT_SCHEDULER
+    # the name Celery's Django fix-up reads: workers keep their database connection across tasks
+    assert app.conf.get("CELERY_DB_REUSE_MAX") == settings.CELERY_DB_REUSE_MAX == 1000

@@ -365,3 +365,16 @@ def test_without_prepared_statements_calls_run_the_same(calc, broker_url, settin
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM pg_prepared_statements")
             assert cursor.fetchone()[0] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_over_long_value_in_the_prepared_insert_is_refused_not_cut(calc):
+    from django.db import DataError, connection
+
+    key = "k" * 201  # the column holds 200
+    try:
+        call = invoke(idempotency_key=key)
+    except DataError:  # PostgreSQL, as an ORM insert would
+        assert connection.vendor == "postgresql" and not Invocation.objects.exists()
+    else:  # SQLite does not enforce lengths: the whole value is kept
+        assert connection.vendor == "sqlite" and Invocation.objects.get(pk=call.pk).idempotency_key == key

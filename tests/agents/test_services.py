@@ -12,8 +12,8 @@ from django.test.utils import override_settings
 from django.utils import timezone
 
 from agents import services
-from agents.models import Agent, AgentEvent, Capability
-from agents.services import CapabilitySpec
+from agents.models import Agent, AgentEvent, Capability, Invocation
+from agents.services import CapabilitySpec, registry
 from tests.factories import AgentFactory
 
 
@@ -179,6 +179,58 @@ def test_a_heartbeat_committed_while_a_batch_waits_keeps_its_agent_and_the_sweep
     assert Agent.objects.get(pk=racer.pk).state != "offline"
     assert not AgentEvent.objects.filter(agent=racer).exists()
     assert Agent.objects.filter(agent_id__startswith="batch-", state="offline").count() == 29
+
+
+@pytest.mark.django_db
+def test_a_sweep_announces_the_agents_it_took_offline_once_after_its_last_batch(django_capture_on_commit_callbacks):
+    make_stale(30, prefix="announced")
+    announced: list[list[int]] = []
+
+    def receiver(sender, agent_pks, **kwargs):
+        announced.append(list(agent_pks))
+
+    registry.agents_offline.connect(receiver, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):  # the announcement waits for the commit
+            assert services.sweep_stale_agents(batch_size=10) == 30
+            assert announced == []
+    finally:
+        registry.agents_offline.disconnect(receiver)
+    assert len(announced) == 1
+    assert sorted(announced[0]) == sorted(
+        Agent.objects.filter(agent_id__startswith="announced-").values_list("pk", flat=True)
+    )
+
+
+@pytest.mark.django_db
+def test_a_sweep_batch_that_requeued_calls_commits_durably():
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    cap = Capability.objects.create(name="durable", input_schema={"type": "object"})
+    make_stale(2, prefix="lost")
+    runner = Agent.objects.get(agent_id="lost-0")
+    Invocation.objects.create(
+        capability=cap,
+        status="running",
+        agent=runner,
+        attempt=1,
+        requested_by="user:x",
+        created_at=timezone.now(),
+        queued_at=timezone.now(),
+        started_at=timezone.now(),
+    )
+    statements: list[str] = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        assert services.sweep_stale_agents(batch_size=1) == 2  # one batch re-queues, the other does not
+    batches = [s for s in statements if "WITH stale AS" in s]
+    assert len(batches) == 3 and all(s.startswith("SET LOCAL synchronous_commit = off") for s in batches)
+    assert sum(s == "SET LOCAL synchronous_commit = on" for s in statements) == 1  # the batch of lost-0 only
+    assert Invocation.objects.get(agent__isnull=True).status == "queued"
 
 
 @pytest.mark.django_db(transaction=True)

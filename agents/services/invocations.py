@@ -455,7 +455,7 @@ EARLY_TOLERANCE = 0.5
 
 # The claimed call's columns, in order, as the fast claim returns them.
 _CLAIM_FIELDS = list(Invocation._meta.concrete_fields)
-attempt_outcome = InvocationAttempt._meta.get_field("outcome")
+_ATTEMPT_OUTCOME = InvocationAttempt._meta.get_field("outcome")
 _TIMEOUT, _DEADLINE, _ATTEMPT = (
     _CLAIM_FIELDS.index(Invocation._meta.get_field(name)) for name in ("timeout", "deadline_at", "attempt")
 )
@@ -497,7 +497,7 @@ def _claim_sql(vendor: str, own_transaction: bool) -> str:
         f" WHERE {where} RETURNING {columns}, {cap_version}),"
         f" new_attempt AS (INSERT INTO {att} (invocation_id, number, agent_id, outcome, started_at,"
         f" error_type, error_message, error_traceback)"
-        f" SELECT id, attempt, %s, {prepared.typed(attempt_outcome, connection)}, %s, '', '', '' FROM claimed)"
+        f" SELECT id, attempt, %s, {prepared.typed(_ATTEMPT_OUTCOME, connection)}, %s, '', '', '' FROM claimed)"
         f" SELECT claimed.* FROM claimed"
     )
     if own_transaction:

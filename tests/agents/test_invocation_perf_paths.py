@@ -355,6 +355,7 @@ def test_without_prepared_statements_calls_run_the_same(calc, broker_url, settin
     from django.db import connection
 
     settings.MASP_DB_PREPARED_STATEMENTS = False
+    connection.close()  # a new session: none prepared by an earlier test on this connection
     agent = AgentFactory(agent_id="a", offers={"calculation": 1})
     call = invoke()
     claimed = services.claim(str(call.pk), agent=agent)

@@ -79,7 +79,7 @@ def test_without_a_secret_key_production_settings_refuse_to_start(tmp_path):
 def test_defaults_are_sqlite_and_the_embedded_broker_and_urls_switch_them(tmp_path):
     result = _settings_in_subprocess({"MASP_VAR_DIR": str(tmp_path), "MASP_DEBUG": "1"})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["django.db.backends.sqlite3", f"redis+socket://{tmp_path}/broker/redis.sock"]
+    assert result.stdout.split() == ["masplatform.db.sqlite3", f"redis+socket://{tmp_path}/broker/redis.sock"]
     result = _settings_in_subprocess(
         {
             "MASP_VAR_DIR": str(tmp_path),

@@ -71,3 +71,110 @@ def test_a_fork_waits_for_a_thread_inside_sqlite():
     assert forked_at and forked_at[0] >= released_at  # the fork waited for the guard
     with sqlite.fork_guard():  # and released it on both sides
         pass
+
+
+# --- masplatform.db.sqlite3: waiting for the write lock in short steps -------------------------------
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+db.execute("INSERT INTO t (who) VALUES ('holder')")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+db.execute("COMMIT")
+"""
+
+
+def _sqlite_connection(path, timeout: float):
+    """A connection of the platform's SQLite backend to ``path`` (on either stack: it needs no server)."""
+    from django.db.utils import ConnectionHandler
+
+    handler = ConnectionHandler(
+        {
+            "default": {
+                "ENGINE": "masplatform.db.sqlite3",
+                "NAME": str(path),
+                "OPTIONS": {
+                    "timeout": timeout,
+                    "transaction_mode": "IMMEDIATE",
+                    "init_command": "PRAGMA journal_mode=WAL",
+                },
+            }
+        }
+    )
+    conn = handler["default"]
+    with conn.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, who TEXT)")
+    return conn
+
+
+def _hold_write_lock(path, seconds: float):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_sqlite_backend_turns_the_busy_handler_off_after_setting_up_the_connection(tmp_path):
+    conn = _sqlite_connection(tmp_path / "db.sqlite3", timeout=7)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout")
+            assert cursor.fetchone()[0] == 0  # SQLite's handler (1 ms sleeps and up) is off: the backend waits
+            cursor.execute("PRAGMA journal_mode")
+            assert cursor.fetchone()[0] == "wal"  # the init_command ran
+        assert conn.busy_timeout == 7
+    finally:
+        conn.close()
+
+
+def test_sqlite_backend_waits_for_another_process_holding_the_write_lock(tmp_path):
+    import time
+
+    from django.db import transaction
+
+    conn = _sqlite_connection(tmp_path / "db.sqlite3", timeout=10)
+    try:
+        holder = _hold_write_lock(tmp_path / "db.sqlite3", 0.4)
+        started = time.monotonic()
+        with conn.cursor() as cursor:  # a statement in autocommit
+            cursor.execute("INSERT INTO t (who) VALUES ('autocommit')")
+        waited = time.monotonic() - started
+        holder.wait(10)
+        holder = _hold_write_lock(tmp_path / "db.sqlite3", 0.4)
+        started = time.monotonic()
+        with transaction.atomic(using=conn.alias), conn.cursor() as cursor:  # BEGIN IMMEDIATE waits
+            cursor.execute("INSERT INTO t (who) VALUES ('atomic')")
+        waited_atomic = time.monotonic() - started
+        holder.wait(10)
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT who FROM t ORDER BY id")
+            assert [r[0] for r in cursor.fetchall()] == ["holder", "autocommit", "holder", "atomic"]
+        assert waited >= 0.3 and waited_atomic >= 0.3  # each waited for the holder's commit, and then wrote
+    finally:
+        conn.close()
+
+
+def test_sqlite_backend_gives_up_after_its_timeout_like_djangos(tmp_path):
+    import sqlite3
+    import time
+
+    from django.db import OperationalError
+
+    conn = _sqlite_connection(tmp_path / "db.sqlite3", timeout=0.3)
+    holder = _hold_write_lock(tmp_path / "db.sqlite3", 3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked") as raised:
+            with conn.cursor() as cursor:
+                cursor.execute("INSERT INTO t (who) VALUES ('late')")
+        assert 0.25 <= time.monotonic() - started < 2.5
+        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    finally:
+        holder.wait(10)
+        conn.close()

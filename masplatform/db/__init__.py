@@ -1,0 +1,1 @@
+"""Database backends of the platform (``masplatform.db.sqlite3``: the embedded default's SQLite)."""

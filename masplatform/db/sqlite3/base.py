@@ -1,0 +1,93 @@
+"""Django's SQLite backend, waiting for the write lock in short steps instead of SQLite's own.
+
+SQLite lets one connection write at a time. A connection that finds the write
+lock taken calls its busy handler, and the one that ``sqlite3.connect(timeout=)``
+installs sleeps 1, 2, 5, 10 ... ms between tries (where SQLite was built with
+``usleep``; a whole second each where it was not). The platform's writes hold the
+lock for a tenth of a millisecond or so: with a client and two agent worker
+processes writing at once, a fifth of the transactions found it taken and slept a
+millisecond or more for a lock that was free again after 0.1 ms.
+
+This backend turns SQLite's busy handler off once the connection is set up (its
+``init_command`` still runs with it) and retries, in Python, what found the lock
+taken: the ``BEGIN IMMEDIATE`` that opens an atomic block, and a statement run in
+autocommit (outside a transaction, where a statement that finds the lock taken has
+changed nothing). It sleeps ``FIRST_WAIT`` seconds, then half as long again each
+time up to ``LONGEST_WAIT``, for at most the connection's ``timeout`` (OPTIONS,
+5 s by default, as with Django's backend), then raises ``OperationalError``
+("database is locked") as Django's backend does. Inside a transaction nothing is
+retried: there the connection already holds the write lock (``transaction_mode``
+IMMEDIATE), and a deferred transaction that cannot upgrade must be rolled back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from django.db.backends.sqlite3 import base
+
+FIRST_WAIT = 0.0001
+LONGEST_WAIT = 0.002
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "database is locked" in str(exc)
+
+
+def retry_while_busy(run: Any, connection: sqlite3.Connection, timeout: float) -> Any:
+    """``run()``, again after a short sleep each time it finds the database locked, for at most ``timeout``
+    seconds. Only outside a transaction (a statement that found the lock taken has written nothing)."""
+    deadline = None
+    wait = FIRST_WAIT
+    while True:
+        try:
+            return run()
+        except sqlite3.OperationalError as exc:
+            if connection.in_transaction or not _busy(exc):
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+            if now + wait > deadline:
+                raise
+            time.sleep(wait)
+            wait = min(wait * 1.5, LONGEST_WAIT)
+
+
+class CursorWrapper(base.SQLiteCursorWrapper):
+    busy_timeout = 5.0
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        if self.connection.in_transaction:
+            return super().execute(query, params)
+        return retry_while_busy(
+            lambda: super(CursorWrapper, self).execute(query, params), self.connection, self.busy_timeout
+        )
+
+    def executemany(self, query: str, param_list: Any) -> Any:
+        if self.connection.in_transaction:
+            return super().executemany(query, param_list)
+        param_list = list(param_list)  # it may be a generator: it must be reusable for a retry
+        return retry_while_busy(
+            lambda: super(CursorWrapper, self).executemany(query, param_list), self.connection, self.busy_timeout
+        )
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    busy_timeout = 5.0  # seconds; the connection's OPTIONS["timeout"] once connected
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> sqlite3.Connection:
+        conn = super().get_new_connection(conn_params)  # the init_command runs with SQLite's busy handler
+        self.busy_timeout = float(conn_params.get("timeout", 5.0))
+        conn.execute("PRAGMA busy_timeout = 0")  # from here on, retry_while_busy waits instead
+        return conn
+
+    def create_cursor(self, name: str | None = None) -> CursorWrapper:
+        cursor = self.connection.cursor(factory=CursorWrapper)
+        cursor.busy_timeout = self.busy_timeout
+        return cursor

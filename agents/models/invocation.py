@@ -30,7 +30,7 @@ class Invocation(models.Model):
     holder of the current attempt may record an outcome, so a late or duplicate delivery does nothing."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    capability = models.ForeignKey(Capability, on_delete=models.PROTECT, related_name="invocations")
+    capability = models.ForeignKey(Capability, on_delete=models.PROTECT, related_name="invocations", db_index=False)
     input = models.JSONField(default=dict, blank=True)
     output = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=InvocationStatus.choices, default=InvocationStatus.QUEUED)
@@ -47,6 +47,7 @@ class Invocation(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="invocations",
+        db_index=False,
         help_text="the agent running (or that ran) the current attempt",
     )
     pinned_agent = models.ForeignKey(
@@ -55,6 +56,7 @@ class Invocation(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="pinned_invocations",
+        db_index=False,
         help_text="only this agent may run it",
     )
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
@@ -76,13 +78,34 @@ class Invocation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Few and partial indexes: a call's row is written three times (queued, running, finished), and on
+        # PostgreSQL each version of it enters every index whose condition it meets (the claim and the
+        # outcome change the status, so they are never HOT updates). Here a queued version enters four
+        # indexes, a running one four, a finished one four: 12 entries per call, where one index per
+        # foreign key and full indexes made 26. The foreign keys have no index of their own: the partial
+        # ones on agent and pinned agent serve their ON DELETE SET NULL (``agent_id = X`` implies NOT
+        # NULL); a capability, which PROTECTs its calls, is deleted rarely enough for a scan.
         indexes = [
-            models.Index(fields=["capability", "status", "-priority", "queued_at"], name="invocation_queue_idx"),
-            models.Index(fields=["agent", "status"], name="invocation_agent_idx"),
+            # queued calls of a capability in the order they are taken ("K calls ahead of it")
+            models.Index(
+                fields=["capability", "-priority", "queued_at"],
+                name="invocation_queued_idx",
+                condition=Q(status="queued"),
+            ),
+            # an agent's calls (in flight: status running), and its foreign key
+            models.Index(fields=["agent", "status"], name="invocation_agent_idx", condition=Q(agent__isnull=False)),
+            models.Index(
+                fields=["pinned_agent"], name="invocation_pinned_idx", condition=Q(pinned_agent__isnull=False)
+            ),
             models.Index(fields=["deadline_at"], name="invocation_deadline_idx", condition=Q(status="running")),
             models.Index(fields=["-created_at"], name="invocation_created_idx"),
             models.Index(fields=["dispatched_at"], name="invocation_waiting_idx", condition=Q(status="queued")),
-            models.Index(fields=["capability", "-finished_at"], name="invocation_finished_idx"),
+            # a capability's outcomes over the last hour (fleet statistics)
+            models.Index(
+                fields=["capability", "-finished_at"],
+                name="invocation_finished_idx",
+                condition=Q(finished_at__isnull=False),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -112,7 +135,8 @@ class InvocationAttempt(models.Model):
         CANCELLED = "cancelled", "cancelled"
         LOST = "lost", "lost (agent went offline; re-queued)"
 
-    invocation = models.ForeignKey(Invocation, on_delete=models.CASCADE, related_name="attempts")
+    # no index of its own: the unique (invocation, number) serves lookups by invocation
+    invocation = models.ForeignKey(Invocation, on_delete=models.CASCADE, related_name="attempts", db_index=False)
     number = models.PositiveIntegerField()
     agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="attempts")
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)

@@ -13,6 +13,15 @@ Parameters travel typed: a ``str`` is of unknown type, which PostgreSQL resolves
 from a column it is compared with or assigned to, but not in a ``SELECT`` list
 (``INSERT ... SELECT %s``): cast those (``typed()``).
 
+Plans: the settings set ``plan_cache_mode = force_generic_plan`` on the connection,
+so each of these statements is planned once per connection, with its parameters
+unknown. Besides the planning time of each call, this keeps the planner off the
+partial indexes on the status (the queued calls of a capability, the running calls'
+deadlines): with the status known, it proved their condition and, on a table it had
+no statistics for yet (the first minute of a new database, or a burst of calls since
+the last ANALYZE), chose to scan all queued calls for the one it claimed, instead of
+looking it up by its key: each claim cost O(calls queued) on the benchmark.
+
 ``MASP_DB_PREPARED_STATEMENTS=0`` turns this off, for a connection pooler that
 cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
 """

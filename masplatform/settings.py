@@ -121,7 +121,12 @@ MASP_DB_PREPARED_STATEMENTS = env_bool("MASP_DB_PREPARED_STATEMENTS", True)
 # SQLite: seconds between the agent workers' background checkpoints of the log (0: none).
 MASP_SQLITE_CHECKPOINT_INTERVAL = env_float("MASP_SQLITE_CHECKPOINT_INTERVAL", 0.5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and MASP_DB_PREPARED_STATEMENTS:
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 0
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["prepare_threshold"] = 0
+    # Generic plans for the prepared statements (the only ones: Django's own cursors bind on the client):
+    # planned once per connection, and with the status a parameter, never through an index whose
+    # condition is on the status (masplatform/prepared.py says why).
+    _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth ---------------------------------------------------------------------

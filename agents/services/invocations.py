@@ -809,10 +809,12 @@ def _record_success_rows(
     with prepared.cursor(connection) as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
-                f"WITH recorded AS ({update_call} RETURNING id, requested_by),"
-                f" closed AS (UPDATE {att} SET {set_attempt} WHERE invocation_id IN (SELECT id FROM recorded)"
-                f" AND number = %s) SELECT requested_by FROM recorded",
-                [*call_params, *attempt_params, attempt],
+                # the attempt by both columns of its unique key, given (a join with ``recorded`` let the
+                # planner scan the key's index for number = N alone: one row per earlier call, per call)
+                f"WITH recorded AS ({update_call} RETURNING requested_by),"
+                f" closed AS (UPDATE {att} SET {set_attempt} WHERE invocation_id = %s AND number = %s"
+                f" AND EXISTS (SELECT FROM recorded)) SELECT requested_by FROM recorded",
+                [*call_params, *attempt_params, pk, attempt],
             )
             row = cursor.fetchone()
             return None if row is None else row[0]

@@ -343,11 +343,36 @@ def test_postgresql_prepares_the_statements_of_every_call_once_per_connection(ca
         call.refresh_from_db()
         assert (call.status, call.output, call.input, call.attempt) == ("succeeded", {"sum": n}, {"a": 1}, 1)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT statement FROM pg_prepared_statements")
-        prepared = [" ".join(row[0].split()) for row in cursor.fetchall()]
-    assert sum(s.startswith('INSERT INTO "agents_invocation"') for s in prepared) == 1  # invoke
-    assert sum("set_config('synchronous_commit'" in s for s in prepared) == 1  # the claim
-    assert sum(s.startswith("WITH recorded AS") for s in prepared) == 1  # the outcome
+        cursor.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        prepared = [(" ".join(row[0].split()), row[1], row[2]) for row in cursor.fetchall()]
+    assert sum(s.startswith('INSERT INTO "agents_invocation"') for s, _, _ in prepared) == 1  # invoke
+    assert sum("set_config('synchronous_commit'" in s for s, _, _ in prepared) == 1  # the claim
+    assert sum(s.startswith("WITH recorded AS") for s, _, _ in prepared) == 1  # the outcome
+    # each ran on its generic plan (the status a parameter: never through an index on the status)
+    assert all(generic >= 3 and custom == 0 for _, generic, custom in prepared), prepared
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_generic_plans_find_a_call_by_its_key_among_many_queued_and_running(calc, broker_url):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    services.invoke_many([{"capability": "calculation", "input": {"a": i}} for i in range(300)], requested_by="u:x")
+    with connection.cursor() as cursor:  # the planner's view of a new table: no statistics (as before autovacuum)
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_generic_plan"
+        cursor.execute(
+            "PREPARE probe(uuid, text) AS UPDATE agents_invocation SET progress = 0 WHERE id = $1 AND status = $2"
+        )
+        cursor.execute("EXPLAIN EXECUTE probe('00000000-0000-0000-0000-000000000000', 'queued')")
+        plan = " ".join(row[0] for row in cursor.fetchall())
+        cursor.execute("DEALLOCATE probe")
+    assert "agents_invocation_pkey" in plan and "invocation_queued_idx" not in plan, plan
+    call = Invocation.objects.filter(status="queued").order_by("created_at").last()
+    claimed = services.claim(str(call.pk), agent=agent)
+    assert services.record_success(call.pk, attempt=claimed.attempt, output={"sum": 1}) is True
 
 
 @pytest.mark.django_db(transaction=True)

@@ -15,6 +15,8 @@ worker (one per worker process) is not overtaken.
 
 from __future__ import annotations
 
+import functools
+
 from django.conf import settings
 from kombu import Queue
 
@@ -30,13 +32,22 @@ def agent_queue_name(agent_id: str) -> str:
     return f"agent.{agent_id}"
 
 
+@functools.lru_cache(maxsize=1024)
 def queue(name: str) -> Queue:
-    """The queue as every publisher and consumer declares it (the arguments must match on RabbitMQ)."""
+    """The queue as every publisher and consumer declares it (the arguments must match on RabbitMQ).
+    One object per name and process: kombu binds a copy of it to each channel, never the object itself."""
     return Queue(name, routing_key=name, queue_arguments={"x-max-priority": MAX_PRIORITY})
 
 
 def broker_is_redis() -> bool:
     return settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
+def publish_declares() -> list[Queue] | None:
+    """The ``declare`` option of a call's message: None (declare its queue: on RabbitMQ a message for a
+    queue that does not exist yet is dropped) or, on Redis, where a queue is a list that its first
+    message creates, ``[]``: nothing to declare (kombu would copy and bind the queue on each publish)."""
+    return [] if broker_is_redis() else None
 
 
 def broker_priority(priority: int) -> int:

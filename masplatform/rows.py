@@ -45,3 +45,33 @@ def convert(model: type[models.Model], fields: Sequence[models.Field], row: Sequ
 def instance(model: type[models.Model], fields: Sequence[models.Field], row: Sequence[Any], connection: Any):
     """An instance of ``model`` loaded from ``row`` (fields not in ``fields`` are deferred)."""
     return model.from_db(connection.alias, [f.attname for f in fields], convert(model, fields, row, connection))
+
+
+# Fields whose value goes to the database as it is (``get_db_prep_save`` only coerces it to str or
+# bool); integers too where the backend does not wrap them (PostgreSQL's does: Int2, Int4, Int8). The
+# others (JSON, UUID, floats, dates and times, ...) are converted by the field, as the ORM does.
+_AS_IS = (models.CharField, models.TextField, models.BooleanField)
+
+
+@functools.cache
+def _preparers(model: type[models.Model], fields: tuple[models.Field, ...], vendor: str) -> list[tuple[str, Any]]:
+    from django.db import connection
+    from django.db.backends.base.operations import BaseDatabaseOperations
+
+    plain_integers = type(connection.ops).adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value
+    out = []
+    for field in fields:
+        target = field.target_field if field.is_relation else field
+        as_is = isinstance(target, _AS_IS) or (plain_integers and isinstance(target, models.IntegerField))
+        out.append((field.attname, None if as_is else field.get_db_prep_save))
+    return out
+
+
+def db_values(model: type[models.Model], fields: Sequence[models.Field], obj: models.Model, connection: Any) -> list:
+    """The values of ``obj``'s ``fields`` as the ORM would send them to ``connection`` on save (None as
+    NULL); for hand-written INSERTs on hot paths, without a ``get_db_prep_save`` call per plain field."""
+    values = []
+    for attname, prepare in _preparers(model, tuple(fields), connection.vendor):
+        value = getattr(obj, attname)
+        values.append(value if prepare is None or value is None else prepare(value, connection))
+    return values

@@ -346,6 +346,7 @@ def _message(
         "priority": dispatch.broker_priority(invocation.priority),
         "soft_time_limit": invocation.timeout,
         "time_limit": invocation.timeout + settings.MASP_HARD_TIMEOUT_GRACE,
+        "declare": dispatch.publish_declares(),
     }
     if countdown > 0:
         options["countdown"] = countdown
@@ -617,7 +618,7 @@ def _insert(invocation: Invocation, *, capability_version: Any) -> bool:
     if it changed or was deleted. One plain statement, without building the ORM's query (the model has
     no save hooks, auto_now fields or database-side defaults)."""
     connection = transaction.get_connection()
-    params = [f.get_db_prep_save(getattr(invocation, f.attname), connection) for f in _CLAIM_FIELDS]
+    params = rows.db_values(Invocation, _CLAIM_FIELDS, invocation, connection)
     params += [invocation.capability_id, capability_version]
     with prepared.cursor(connection) as cursor:
         cursor.execute(_insert_sql(connection.vendor), params)

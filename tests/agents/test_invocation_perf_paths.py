@@ -248,6 +248,31 @@ def test_invoke_writes_the_same_row_as_the_orm_would(calc):
     assert Invocation.objects.get().priority == 3
 
 
+def test_the_insert_sends_each_value_as_the_orm_would(calc):
+    from django.db import connection
+
+    from masplatform import rows
+
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+    now = timezone.now()
+    every_field_set = Invocation(
+        capability=calc, input={"a": [1, "x"]}, output={"sum": 1.5}, status="running", priority=9, timeout=2,
+        max_retries=3, attempt=2, failed_attempts=1, agent=agent, pinned_agent=agent, idempotency_key="k",
+        request_hash="h", requested_by="user:x", error_type="E", error_message="m", error_traceback="t",
+        progress=0.5, progress_message="half", cancel_requested=True, created_at=now, queued_at=now,
+        dispatched_at=now, not_before=now, started_at=now, deadline_at=now, finished_at=now,
+    )  # fmt: skip
+    fields = Invocation._meta.concrete_fields
+    orm = [f.get_db_prep_save(getattr(every_field_set, f.attname), connection) for f in fields]
+    fast = rows.db_values(Invocation, fields, every_field_set, connection)
+    for field, expected, value in zip(fields, orm, fast, strict=True):
+        assert type(value) is type(expected) and str(value) == str(expected), field.name
+    assert (
+        rows.db_values(Invocation, fields, Invocation(), connection)[fields.index(Invocation._meta.get_field("output"))]
+        is None
+    )
+
+
 def test_invoke_checks_input_against_a_contract_changed_since_it_was_cached(calc):
     invoke()  # this process now knows the capability's version
     services.update_capability(

@@ -3,6 +3,7 @@ and the heartbeat thread. ``manage.py run_agent`` sets it up; the Celery task ca
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -36,6 +37,11 @@ class Runtime:
     agent_pk: int
     worker_name: str
     concurrency: int
+
+    @functools.cached_property
+    def agent(self) -> Agent:
+        """This process's agent, as the claim needs it (its key and id), built once."""
+        return Agent(pk=self.agent_pk, agent_id=self.definition.agent_id)
 
 
 _current: Runtime | None = None
@@ -79,7 +85,7 @@ def execute(invocation_id: str, *, timeout: float | None = None) -> str:
         )
         return "no agent"
     _check_connection()
-    agent = Agent(pk=runtime.agent_pk, agent_id=runtime.definition.agent_id)
+    agent = runtime.agent
     try:
         try:
             claimed = services.claim(invocation_id, agent=agent, timeout=timeout)

@@ -658,7 +658,10 @@ def _capability(capability_id: int, version: Any) -> Capability:
 
 
 def _log_claimed(invocation_id: Any, attempt: int, agent: Agent) -> None:
-    logger.info("event=invocation_claimed invocation=%s attempt=%d agent_id=%s", invocation_id, attempt, agent.agent_id)
+    # DEBUG: the worker's log already has Celery's "received" line and the outcome's line of each call
+    logger.debug(
+        "event=invocation_claimed invocation=%s attempt=%d agent_id=%s", invocation_id, attempt, agent.agent_id
+    )
 
 
 def claim_of(invocation_id: str, *, agent: Agent) -> Claim | None:

@@ -346,3 +346,37 @@ def test_an_unregistered_agents_worker_stops_taking_calls(processes):
     services.unregister_agent(agent_id="sample-1")
     agent.popen.wait(30)  # its heartbeat finds it unregistered and shuts the worker down
     assert agent.popen.returncode is not None
+
+
+def test_a_worker_whose_database_connections_were_cut_runs_the_next_calls(processes):
+    """The runtime, not Celery's per-task fix-up, looks after the worker's connection (run_agent turns
+    the fix-up's per-task receivers off): calls after a server-side disconnect still run, once each."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("cutting the server's side of a connection: PostgreSQL")
+    processes.agent(agent_id="sample-1", concurrency=2)
+    assert finished(invoke("echo", {"n": 0})).status == "succeeded"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 2  # the pool processes' connections, at least
+    calls = [invoke("echo", {"n": n}) for n in range(1, 7)]
+    assert [finished(call).status for call in calls] == ["succeeded"] * 6
+    assert InvocationAttempt.objects.filter(invocation__in=calls).count() == 6
+
+
+def test_a_call_queued_before_any_worker_declared_its_queue_runs_when_one_starts(processes):
+    """On Redis a call's message declares nothing (a queue is a list its first message creates)."""
+    from agents import dispatch
+
+    from tests.factories import CapabilityFactory
+
+    CapabilityFactory(name="echo", input_schema={"type": "object"}, output_schema={"type": "object"})
+    call = invoke("echo", {"n": 1})
+    assert dispatch.publish_declares() == ([] if dispatch.broker_is_redis() else None)
+    processes.agent(agent_id="sample-1")
+    done = finished(call)
+    assert (done.status, done.output["echo"], done.attempt) == ("succeeded", {"n": 1}, 1)

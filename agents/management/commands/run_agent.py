@@ -96,6 +96,11 @@ class Command(BaseCommand):
         # DB_REUSE_MAX is set: a new PostgreSQL connection per call (2-4 ms). Reuse it instead; the
         # runtime checks it (CONN_MAX_AGE, health check) before each call.
         app.conf["CELERY_DB_REUSE_MAX"] = 1000
+        # Only invocations run here, and the runtime checks its connection before each call: the per-task
+        # receivers of Celery's Django fix-up (close the connections every 2 * DB_REUSE_MAX tasks, close
+        # the caches) and of masplatform.celery (which skips invocations) would only cost each call two
+        # signal dispatches. Without receivers, Celery sends neither signal.
+        signals.worker_init.connect(_without_per_task_receivers, weak=False)
         heartbeat = runtime.Heartbeat(state)
         checkpointer: list[sqlite.Checkpointer | None] = [None]
 
@@ -135,3 +140,14 @@ class Command(BaseCommand):
                 *worker_args,
             ]
         )
+
+
+def _without_per_task_receivers(**kwargs) -> None:
+    from masplatform.celery import _check_database_connection
+
+    signals.task_prerun.disconnect(_check_database_connection)
+    for fixup in app._fixups or ():
+        worker_fixup = getattr(fixup, "_worker_fixup", None)  # installed by the fix-up's own worker_init receiver
+        if worker_fixup is not None:
+            signals.task_prerun.disconnect(worker_fixup.on_task_prerun)
+            signals.task_postrun.disconnect(worker_fixup.on_task_postrun)

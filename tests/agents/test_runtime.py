@@ -371,7 +371,6 @@ def test_a_worker_whose_database_connections_were_cut_runs_the_next_calls(proces
 def test_a_call_queued_before_any_worker_declared_its_queue_runs_when_one_starts(processes):
     """On Redis a call's message declares nothing (a queue is a list its first message creates)."""
     from agents import dispatch
-
     from tests.factories import CapabilityFactory
 
     CapabilityFactory(name="echo", input_schema={"type": "object"}, output_schema={"type": "object"})

@@ -32,14 +32,19 @@ def test_the_fast_claim_is_supported_on_both_stacks():
     assert inv._fast_claim_supported()
 
 
-def test_the_claim_returns_the_whole_row_and_opens_one_attempt(calc):
+def test_the_claim_returns_the_row_as_stored_and_opens_one_attempt(calc, django_assert_num_queries):
     agent = AgentFactory(agent_id="a", offers={"calculation": 1})
     queued = invoke(timeout=7, priority=8)
     claimed = services.claim(str(queued.pk), agent=agent, timeout=999)  # a wrong hint: the row's timeout counts
     assert claimed is not None and claimed.attempt == 1
     stored = Invocation.objects.get(pk=queued.pk)
     got = claimed.invocation
-    for field in Invocation._meta.concrete_fields:
+    read_by_the_worker = [f.attname for f in inv._CLAIMED_FIELDS]
+    with django_assert_num_queries(0):  # what the runtime reads came with the claim
+        values = [getattr(got, name) for name in read_by_the_worker] + [got.capability.name]
+    assert values == [getattr(stored, name) for name in read_by_the_worker] + ["calculation"]
+    assert got.get_deferred_fields() == {f.attname for f in Invocation._meta.concrete_fields} - set(read_by_the_worker)
+    for field in Invocation._meta.concrete_fields:  # the rest is read on first access
         assert getattr(got, field.attname) == getattr(stored, field.attname), field.name
     assert (stored.status, stored.agent_id, stored.priority, got.capability.name) == (
         "running",
@@ -429,3 +434,33 @@ def test_an_over_long_value_in_the_prepared_insert_is_refused_not_cut(calc):
         assert connection.vendor == "postgresql" and not Invocation.objects.exists()
     else:  # SQLite does not enforce lengths: the whole value is kept
         assert connection.vendor == "sqlite" and Invocation.objects.get(pk=call.pk).idempotency_key == key
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_runs_a_call_with_the_claim_and_the_outcome_alone(broker_url):
+    """No deferred column is read on the way (each would be a SELECT per call)."""
+    from django.db import connection
+
+    from agents import runtime
+    from tests.sample_agents import agent as definition
+
+    worker_agent = AgentFactory(agent_id="sample", offers={"echo": 1})
+    runtime.configure(definition, worker_agent, worker_name="w@test", concurrency=1)
+    try:
+        warm = services.invoke(capability="echo", input={"n": 0}, requested_by="user:x")[0]
+        assert runtime.execute(str(warm.pk), timeout=warm.timeout) == "succeeded"  # caches the capability
+        call = services.invoke(capability="echo", input={"n": 1}, requested_by="user:x")[0]
+        statements: list[str] = []
+
+        def record(execute, sql, params, many, context):
+            statements.append(" ".join(sql.split()))
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(record):
+            assert runtime.execute(str(call.pk), timeout=call.timeout) == "succeeded"
+    finally:
+        runtime._current = None
+    assert Invocation.objects.get(pk=call.pk).output == {"echo": {"n": 1}, "agent_id": "sample", "attempt": 1}
+    assert not [s for s in statements if s.upper().startswith("SELECT")], statements
+    expected = 2 if connection.vendor == "postgresql" else 6  # SQLite: BEGIN, UPDATE, INSERT; BEGIN, 2 UPDATEs
+    assert len(statements) == expected, statements

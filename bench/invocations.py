@@ -234,6 +234,8 @@ def print_result(result: StackResult) -> None:
         raw, plat = result.cpu["raw"], result.cpu["platform"]
         names = [k for k in plat if k != "machine, busy (all CPUs)"] + ["machine, busy (all CPUs)"]
         names = [k for k in dict.fromkeys([*names[:-1], *raw]) if k != "machine, busy (all CPUs)"]
+        parts = [k for k in names if k.endswith(PART)]
+        names = [n for k in names if not k.endswith(PART) for n in (k, *(p for p in parts if p[2:].startswith(k)))]
         names.append("machine, busy (all CPUs)")
         print("\nCPU per call during the throughput runs (ms, from /proc):\n")
         print(
@@ -907,6 +909,9 @@ def _proc_times(pid: str) -> tuple[str, float, float] | None:
     return comm, (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS
 
 
+PART = " (of the above)"  # a row of the CPU table that is part of the row above it, not in the sum
+
+
 def cpu_snapshot(workers: dict[str, Worker]) -> dict[str, float]:
     """CPU seconds used so far, by component: this process, each worker (main + pool), the database
     server (PostgreSQL: every postgres process plus the backends it has reaped), redis-server, the machine."""
@@ -914,6 +919,7 @@ def cpu_snapshot(workers: dict[str, Worker]) -> dict[str, float]:
     times = os.times()
     out["bench process (client)"] = times.user + times.system
     owned: dict[int, str] = {}
+    mains = {worker.popen.pid for worker in workers.values()}
     for name, worker in workers.items():
         owned[worker.popen.pid] = name
         for pid in worker.pool_pids():
@@ -927,6 +933,8 @@ def cpu_snapshot(workers: dict[str, Worker]) -> dict[str, float]:
         comm, own, reaped = info
         if int(entry) in owned:
             out[owned[int(entry)]] += own
+            if int(entry) in mains:
+                out[f"  {owned[int(entry)]}: main process{PART}"] += own
         elif comm == "postgres":
             out["postgres (whole server)"] += own + reaped
         elif comm.startswith("redis-server"):
@@ -955,7 +963,7 @@ def cpu_per_call(before: dict[str, float], after: dict[str, float], n: int) -> d
     """Milliseconds of CPU per call by component, and 'other' (what no component explains)."""
     per = {k: (after.get(k, 0.0) - before.get(k, 0.0)) * 1000 / n for k in after}
     machine = per.pop("machine, busy (all CPUs)")
-    per["other processes"] = max(0.0, machine - sum(per.values()))
+    per["other processes"] = max(0.0, machine - sum(v for k, v in per.items() if not k.endswith(PART)))
     per["machine, busy (all CPUs)"] = machine
     return per
 

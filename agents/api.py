@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -273,8 +275,19 @@ class InvocationViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.Retrie
         wait = wait_seconds(request)
         serializer = InvocationRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        invocation, created = services.invoke(requested_by=requester(request), **serializer.validated_data)
-        return self._answer(invocation, 201 if created else 200, wait)
+        if not wait:
+            invocation, created = services.invoke(requested_by=requester(request), **serializer.validated_data)
+            return self._answer(invocation, 201 if created else 200)
+        # subscribed before the call exists: no need to ask whether it has already finished
+        new_id = uuid.uuid4()
+        with notify.subscribed(f"invocation:{new_id}") as waiter:
+            invocation, created = services.invoke(
+                requested_by=requester(request), invocation_id=new_id, **serializer.validated_data
+            )
+            if created:
+                waiter.wait(wait, lambda: Invocation.objects.filter(pk=new_id, status__in=FINISHED).exists())
+                return self._answer(invocation, 201)
+        return self._answer(invocation, 200, wait)  # the first call of this idempotency key
 
     def retrieve(self, request: Request, pk: str) -> Response:
         return self._answer(self.get_object(), wait=wait_seconds(request))

@@ -28,9 +28,9 @@ Per stack, on one broker and in one run:
    (prefork, two worker processes) on the throwaway database. Throughput:
    ``--calls`` ``services.invoke(capability="noop", ...)`` from this process,
    each committed; the end time is the latest ``finished_at`` once all are
-   finished (checked every 50 ms). Round trip: ``invoke`` then
-   ``masplatform.notify.wait`` (what ``?wait=`` in the API does) until the
-   call is finished, one at a time. With ``--invoke-many N`` (250 by
+   finished (checked every 50 ms). Round trip: subscribe to the call's
+   channel, ``invoke`` it, wait for the notification (what ``POST ?wait=`` in
+   the API does: ``masplatform.notify.subscribed``), one at a time. With ``--invoke-many N`` (250 by
    default, 0 skips it), a second throughput run queues the calls with
    ``services.invoke_many`` in batches of N (one transaction and one broker
    connection per batch), reported beside the first.
@@ -705,7 +705,7 @@ def measure_all(
     )
     result.notes.append(
         "round trip: raw Celery = apply_async().get() on the Redis result backend; platform = invoke() + "
-        "notify.wait('invocation:<id>', done=status is finished), what GET ?wait= does"
+        "notify.subscribed('invocation:<id>') + invoke() + its wait(), what POST ?wait= does"
     )
     if args.breakdown:
         per_call_breakdown(result, args.breakdown)
@@ -856,14 +856,11 @@ def platform_roundtrip(n: int) -> list[float]:
     times = []
     for i in range(n):
         t0 = time.perf_counter()
-        invocation, _ = services.invoke(capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY)
-        pk = invocation.pk
-        done = notify.wait(
-            f"invocation:{pk}",
-            30,
-            lambda pk=pk: Invocation.objects.filter(pk=pk, status__in=FINISHED).exists(),
-            notified_means_done=True,  # as GET ?wait= does: it reads the call afterwards (checked below)
-        )
+        # as POST /api/invocations/?wait= does: subscribed before the call exists, then invoke and wait
+        pk = uuid.uuid4()
+        with notify.subscribed(f"invocation:{pk}") as waiter:
+            services.invoke(capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY, invocation_id=pk)
+            done = waiter.wait(30, lambda pk=pk: Invocation.objects.filter(pk=pk, status__in=FINISHED).exists())
         times.append(time.perf_counter() - t0)
         if not done or Invocation.objects.get(pk=pk).status != InvocationStatus.SUCCEEDED:
             raise RuntimeError(f"platform round trip: invocation {pk} did not succeed within 30 s")

@@ -8,11 +8,12 @@ waiters re-read the database, so a lost one costs at most the wait's timeout.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from urllib.parse import urlparse
 
@@ -110,6 +111,61 @@ def wait(name: str, timeout: float, done: Callable[[], bool], *, notified_means_
         while not done() and time.monotonic() < deadline:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         return done()
+
+
+class Waiter:
+    """A subscription made before what it waits for can happen (``subscribed``)."""
+
+    def __init__(self, name: str, channel: bytes | None, pubsub) -> None:
+        self.name, self._channel, self._pubsub = name, channel, pubsub
+
+    def wait(self, timeout: float, done: Callable[[], bool]) -> bool:
+        """Block until the notification on this name or ``timeout`` seconds; True if notified, else
+        ``done()``. Unlike ``wait``, ``done()`` is not asked first: the caller subscribed before the
+        event could happen, so it cannot have been missed (on a broker without Redis pub/sub, and if
+        the broker could not be reached when subscribing, this is ``wait`` itself)."""
+        if self._pubsub is None:
+            return wait(self.name, timeout, done, notified_means_done=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                message = self._pubsub.get_message(timeout=min(left, 5.0))
+                if message is not None and message["type"] == "message" and message["channel"] == self._channel:
+                    return True
+        except Exception:
+            logger.warning("event=notify_unavailable channel=%s fallback=poll", self.name, exc_info=True)
+            _drop_subscriber()
+            self._pubsub = None
+            return wait(self.name, max(0.0, deadline - time.monotonic()), done)
+        return done()
+
+
+@contextlib.contextmanager
+def subscribed(name: str) -> Iterator[Waiter]:
+    """Subscribe to ``name`` now, for a wait on it later (``Waiter.wait``): for a caller that starts the
+    work it will wait for after subscribing, and so needs no check that it is already done (a query, on
+    the path of every ``?wait=``). On Redis, SUBSCRIBE is sent here and its confirmation read while
+    waiting; on other brokers the wait subscribes then checks, as ``wait`` does."""
+    url = settings.CELERY_BROKER_URL
+    pubsub = channel = None
+    if _is_redis(url):
+        channel = _channel(name).encode()
+        try:
+            pubsub = _subscriber(url)
+            pubsub.subscribe(channel)
+        except Exception:
+            logger.warning("event=notify_unavailable channel=%s fallback=poll", name, exc_info=True)
+            _drop_subscriber()
+            pubsub = None
+    waiter = Waiter(name, channel, pubsub)
+    try:
+        yield waiter
+    finally:
+        if waiter._pubsub is not None:
+            try:
+                waiter._pubsub.unsubscribe(channel)
+            except Exception:
+                _drop_subscriber()
 
 
 # Per thread: one Redis pub/sub connection, kept between waits (subscribing on a new connection

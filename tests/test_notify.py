@@ -94,3 +94,29 @@ def test_each_thread_publishes_on_a_connection_of_its_own(broker_url):
     notify.publish("pub-test")  # through this thread's own connection
     waiter.join(5)
     assert got == [True]
+
+
+def test_a_subscription_made_first_catches_a_notification_sent_before_the_wait_without_asking(broker_url):
+    checks = []
+
+    def done() -> bool:
+        checks.append(1)
+        return False
+
+    with notify.subscribed("early") as waiter:
+        publish_later("early", 0).join(5)  # the event happens before the wait begins
+        started = time.monotonic()
+        assert waiter.wait(10, done) is True
+        assert time.monotonic() - started < 5
+    if notify._is_redis(broker_url):
+        assert checks == []  # subscribed before the event: nothing to ask (no query on ?wait=)
+
+
+def test_a_subscription_made_first_answers_done_at_its_deadline_and_ignores_other_channels(broker_url):
+    with notify.subscribed("quiet") as waiter:
+        publish_later("noise", 0).join(5)
+        started = time.monotonic()
+        assert waiter.wait(0.5, lambda: "asked at the deadline") == "asked at the deadline"
+        assert time.monotonic() - started >= 0.45
+    with notify.subscribed("quiet") as waiter:  # a late notification of an earlier subscription is not this one's
+        assert waiter.wait(0.2, lambda: False) is False

@@ -27,6 +27,7 @@ import json
 import logging
 import random
 import traceback as tb
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -126,8 +127,12 @@ def invoke(
     max_retries: int = 0,
     agent: str | None = None,
     idempotency_key: str | None = None,
+    invocation_id: uuid.UUID | None = None,
 ) -> tuple[Invocation, bool]:
     """Queue a call of ``capability``; returns (invocation, created).
+
+    ``invocation_id``: the new call's id, chosen by the caller (a waiter subscribes to its channel
+    before the call exists: ``notify.subscribed``); by default a new UUID.
 
     Validates ``input`` against the capability's input schema (InvalidInput,
     nothing created). With an ``idempotency_key``, the same requester sending
@@ -163,6 +168,7 @@ def invoke(
             return existing, False
     now = timezone.now()
     invocation = Invocation(
+        id=invocation_id or uuid.uuid4(),
         capability=cap,
         input=input,
         priority=priority,

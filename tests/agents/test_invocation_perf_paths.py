@@ -278,6 +278,14 @@ def test_the_insert_sends_each_value_as_the_orm_would(calc):
     )
 
 
+def test_invoke_takes_the_id_its_caller_chose(calc):
+    import uuid
+
+    chosen = uuid.uuid4()
+    made = invoke(invocation_id=chosen)
+    assert made.pk == chosen and Invocation.objects.get(pk=chosen).input == {"a": 1}
+
+
 def test_invoke_checks_input_against_a_contract_changed_since_it_was_cached(calc):
     invoke()  # this process now knows the capability's version
     services.update_capability(

@@ -102,6 +102,7 @@ def execute(invocation_id: str, *, timeout: float | None = None) -> str:
         # The time limit counts from the task's start, so a very short timeout can expire
         # while the claim itself runs (a cold connection on a loaded host). Record it if the
         # claim committed; if it did not, the call is still queued and will be sent again.
+        drop_interrupted_connection()
         claimed = services.claim_of(invocation_id, agent=agent)
         if claimed is None:
             return "not claimed"
@@ -122,9 +123,29 @@ def execute(invocation_id: str, *, timeout: float | None = None) -> str:
         _last_call_at = time.monotonic()
 
 
+def drop_interrupted_connection() -> bool:
+    """Close this thread's database connection if a time-limit exception left it inside a statement.
+
+    The soft time limit is a signal, and psycopg checks for signals while it waits on the server: the
+    exception can leave the connection with a query sent and its result unread, where every later
+    statement fails ("can't change 'autocommit' now"). Closed, the next statement opens a new one.
+    Returns whether it closed it. (SQLite runs a statement to its end before Python sees the signal.)"""
+    raw = connection.connection
+    if raw is None or connection.vendor != "postgresql" or connection.in_atomic_block:
+        return False
+    from psycopg.pq import TransactionStatus
+
+    if raw.info.transaction_status == TransactionStatus.IDLE:
+        return False
+    logger.warning("event=connection_dropped reason=interrupted_statement status=%s", raw.info.transaction_status.name)
+    connection.close()
+    return True
+
+
 def _timed_out(invocation: Invocation, attempt: int) -> None:
     from agents import services
 
+    drop_interrupted_connection()
     services.record_failure(
         invocation.pk,
         attempt=attempt,

@@ -472,3 +472,24 @@ def test_a_worker_runs_a_call_with_the_claim_and_the_outcome_alone(broker_url):
     assert not [s for s in statements if s.upper().startswith("SELECT")], statements
     expected = 2 if connection.vendor == "postgresql" else 6  # SQLite: BEGIN, UPDATE, INSERT; BEGIN, 2 UPDATEs
     assert len(statements) == expected, statements
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_left_inside_a_statement_by_the_soft_time_limit_is_replaced():
+    """The soft time limit's signal can interrupt psycopg while it waits on the server: the query sent,
+    its result unread. The runtime drops such a connection before recording the timeout."""
+    from django.db import ProgrammingError, connection
+
+    from agents import runtime
+
+    if connection.vendor != "postgresql":
+        assert runtime.drop_interrupted_connection() is False  # SQLite finishes a statement first
+        return
+    connection.ensure_connection()
+    assert runtime.drop_interrupted_connection() is False  # an idle connection is kept
+    connection.connection.pgconn.send_query(b"SELECT pg_sleep(0.2)")  # sent; its result never read
+    with pytest.raises(ProgrammingError, match="autocommit"):
+        connection.set_autocommit(False)  # what recording the timeout did, and failed on
+    assert runtime.drop_interrupted_connection() is True
+    with transaction.atomic():
+        assert Invocation.objects.count() == 0  # on a new connection

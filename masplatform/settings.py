@@ -120,13 +120,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 MASP_DB_PREPARED_STATEMENTS = env_bool("MASP_DB_PREPARED_STATEMENTS", True)
 # SQLite: seconds between the agent workers' background checkpoints of the log (0: none).
 MASP_SQLITE_CHECKPOINT_INTERVAL = env_float("MASP_SQLITE_CHECKPOINT_INTERVAL", 0.5)
+# PostgreSQL: the prepared statements run on generic plans (plan_cache_mode, a startup parameter of the
+# connection; masplatform/prepared.py says why). 0 where the connection cannot carry it (PgBouncer without
+# plan_cache_mode in track_extra_parameters): then set it for the database role instead.
+MASP_DB_GENERIC_PLANS = env_bool("MASP_DB_GENERIC_PLANS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and MASP_DB_PREPARED_STATEMENTS:
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     _options["prepare_threshold"] = 0
-    # Generic plans for the prepared statements (the only ones: Django's own cursors bind on the client):
-    # planned once per connection, and with the status a parameter, never through an index whose
-    # condition is on the status (masplatform/prepared.py says why).
-    _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
+    if MASP_DB_GENERIC_PLANS:  # the prepared statements are the only ones: Django's cursors bind on the client
+        _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth ---------------------------------------------------------------------

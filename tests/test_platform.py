@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -104,3 +105,27 @@ def test_celery_takes_the_django_celery_settings_once_as_a_plain_dict():
     assert app.conf.beat_scheduler == settings.CELERY_BEAT_SCHEDULER
     # the name Celery's Django fix-up reads: workers keep their database connection across tasks
     assert app.conf.get("CELERY_DB_REUSE_MAX") == settings.CELERY_DB_REUSE_MAX == 1000
+
+
+def test_postgresql_generic_plans_are_a_startup_option_that_can_be_turned_off(tmp_path):
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='masplatform.settings'; django.setup(); "
+        "from django.conf import settings as s; print(repr(s.DATABASES['default'].get('OPTIONS', {})))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MASP_")}
+    base = {**clean, "MASP_DOTENV": "0", "MASP_DEBUG": "1", "MASP_VAR_DIR": str(tmp_path)}
+    base["MASP_DATABASE_URL"] = "postgres://u@db:5432/masp?options=-c%20statement_timeout%3D5000"
+
+    def options(**env: str) -> dict:
+        result = subprocess.run(
+            [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, cwd=settings.BASE_DIR
+        )
+        assert result.returncode == 0, result.stderr
+        return ast.literal_eval(result.stdout)
+
+    on = options()
+    assert on["prepare_threshold"] == 0
+    assert on["options"] == "-c statement_timeout=5000 -c plan_cache_mode=force_generic_plan"  # the URL's kept
+    off = options(MASP_DB_GENERIC_PLANS="0")  # behind a pooler that refuses the startup parameter
+    assert off["prepare_threshold"] == 0 and off["options"] == "-c statement_timeout=5000"
+    assert options(MASP_DB_PREPARED_STATEMENTS="0") == {"options": "-c statement_timeout=5000"}

@@ -7,237 +7,443 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Agent',
+            name="Agent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('agent_id', models.SlugField(db_index=False, max_length=100)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True, default='')),
-                ('state', models.CharField(choices=[('idle', 'idle'), ('busy', 'busy'), ('error', 'error'), ('draining', 'draining'), ('offline', 'offline')], default='idle', max_length=16)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('host', models.CharField(blank=True, default='', max_length=255)),
-                ('pid', models.PositiveIntegerField(blank=True, null=True)),
-                ('version', models.CharField(blank=True, default='', max_length=64)),
-                ('worker_name', models.CharField(blank=True, default='', max_length=255)),
-                ('max_concurrency', models.PositiveIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1)])),
-                ('registered_at', models.DateTimeField()),
-                ('last_heartbeat_at', models.DateTimeField()),
-                ('state_changed_at', models.DateTimeField()),
-                ('unregistered_at', models.DateTimeField(blank=True, null=True)),
-                ('health_score', models.FloatField(default=1.0, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)])),
-                ('cpu_load', models.FloatField(default=0.0, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)])),
-                ('in_flight', models.PositiveIntegerField(default=0)),
-                ('calls_completed', models.PositiveBigIntegerField(default=0)),
-                ('calls_failed', models.PositiveBigIntegerField(default=0)),
-                ('avg_response_time_ms', models.FloatField(blank=True, null=True)),
-                ('token_hash', models.CharField(editable=False, max_length=64)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("agent_id", models.SlugField(db_index=False, max_length=100)),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True, default="")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("idle", "idle"),
+                            ("busy", "busy"),
+                            ("error", "error"),
+                            ("draining", "draining"),
+                            ("offline", "offline"),
+                        ],
+                        default="idle",
+                        max_length=16,
+                    ),
+                ),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("host", models.CharField(blank=True, default="", max_length=255)),
+                ("pid", models.PositiveIntegerField(blank=True, null=True)),
+                ("version", models.CharField(blank=True, default="", max_length=64)),
+                ("worker_name", models.CharField(blank=True, default="", max_length=255)),
+                (
+                    "max_concurrency",
+                    models.PositiveIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1)]),
+                ),
+                ("registered_at", models.DateTimeField()),
+                ("last_heartbeat_at", models.DateTimeField()),
+                ("state_changed_at", models.DateTimeField()),
+                ("unregistered_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "health_score",
+                    models.FloatField(
+                        default=1.0,
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(1.0),
+                        ],
+                    ),
+                ),
+                (
+                    "cpu_load",
+                    models.FloatField(
+                        default=0.0,
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(1.0),
+                        ],
+                    ),
+                ),
+                ("in_flight", models.PositiveIntegerField(default=0)),
+                ("calls_completed", models.PositiveBigIntegerField(default=0)),
+                ("calls_failed", models.PositiveBigIntegerField(default=0)),
+                ("avg_response_time_ms", models.FloatField(blank=True, null=True)),
+                ("token_hash", models.CharField(editable=False, max_length=64)),
             ],
             options={
-                'ordering': ['-health_score', 'cpu_load', 'agent_id'],
+                "ordering": ["-health_score", "cpu_load", "agent_id"],
             },
         ),
         migrations.CreateModel(
-            name='Capability',
+            name="Capability",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9_.\\-]{0,99}$', "A capability name is 1-100 characters: lowercase letters, digits, '_', '.', '-', starting with a letter or digit.")])),
-                ('description', models.TextField(blank=True, default='')),
-                ('input_schema', models.JSONField(blank=True, default=dict)),
-                ('output_schema', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=100,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9_.\\-]{0,99}$",
+                                "A capability name is 1-100 characters: lowercase letters, digits, '_', '.', '-', starting with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.TextField(blank=True, default="")),
+                ("input_schema", models.JSONField(blank=True, default=dict)),
+                ("output_schema", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name_plural': 'capabilities',
-                'ordering': ['name'],
+                "verbose_name_plural": "capabilities",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Tag',
+            name="Tag",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='AgentCapability',
+            name="AgentCapability",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('cost', models.FloatField(default=1.0, validators=[django.core.validators.MinValueValidator(0.0)])),
-                ('agent', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='offers', to='agents.agent')),
-                ('capability', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='offers', to='agents.capability')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("cost", models.FloatField(default=1.0, validators=[django.core.validators.MinValueValidator(0.0)])),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="offers",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "capability",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="offers",
+                        to="agents.capability",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='agent',
-            name='capabilities',
-            field=models.ManyToManyField(related_name='agents', through='agents.AgentCapability', to='agents.capability'),
+            model_name="agent",
+            name="capabilities",
+            field=models.ManyToManyField(
+                related_name="agents", through="agents.AgentCapability", to="agents.capability"
+            ),
         ),
         migrations.CreateModel(
-            name='Invocation',
+            name="Invocation",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('input', models.JSONField(blank=True, default=dict)),
-                ('output', models.JSONField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('succeeded', 'succeeded'), ('failed', 'failed'), ('timed_out', 'timed out'), ('cancelled', 'cancelled')], default='queued', max_length=16)),
-                ('priority', models.PositiveSmallIntegerField(default=5, help_text='0 (lowest) to 9 (highest)', validators=[django.core.validators.MaxValueValidator(9)])),
-                ('timeout', models.FloatField(default=300.0, help_text='seconds per attempt', validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('max_retries', models.PositiveSmallIntegerField(default=0)),
-                ('attempt', models.PositiveIntegerField(default=0, help_text='number of the current (or last) attempt')),
-                ('failed_attempts', models.PositiveIntegerField(default=0)),
-                ('idempotency_key', models.CharField(blank=True, max_length=200, null=True)),
-                ('request_hash', models.CharField(blank=True, default='', max_length=64)),
-                ('requested_by', models.CharField(help_text='user:<username> or agent:<agent_id>', max_length=160)),
-                ('error_type', models.CharField(blank=True, default='', max_length=200)),
-                ('error_message', models.TextField(blank=True, default='')),
-                ('error_traceback', models.TextField(blank=True, default='')),
-                ('progress', models.FloatField(blank=True, null=True)),
-                ('progress_message', models.CharField(blank=True, default='', max_length=500)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField()),
-                ('queued_at', models.DateTimeField(help_text='when it was (last) put on the queue')),
-                ('dispatched_at', models.DateTimeField(blank=True, help_text='when its last message was published', null=True)),
-                ('not_before', models.DateTimeField(blank=True, help_text='retry backoff: not to run before', null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('deadline_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('agent', models.ForeignKey(blank=True, help_text='the agent running (or that ran) the current attempt', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='invocations', to='agents.agent')),
-                ('capability', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='invocations', to='agents.capability')),
-                ('pinned_agent', models.ForeignKey(blank=True, help_text='only this agent may run it', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='pinned_invocations', to='agents.agent')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("input", models.JSONField(blank=True, default=dict)),
+                ("output", models.JSONField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                            ("timed_out", "timed out"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "priority",
+                    models.PositiveSmallIntegerField(
+                        default=5,
+                        help_text="0 (lowest) to 9 (highest)",
+                        validators=[django.core.validators.MaxValueValidator(9)],
+                    ),
+                ),
+                (
+                    "timeout",
+                    models.FloatField(
+                        default=300.0,
+                        help_text="seconds per attempt",
+                        validators=[django.core.validators.MinValueValidator(0.1)],
+                    ),
+                ),
+                ("max_retries", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "attempt",
+                    models.PositiveIntegerField(default=0, help_text="number of the current (or last) attempt"),
+                ),
+                ("failed_attempts", models.PositiveIntegerField(default=0)),
+                ("idempotency_key", models.CharField(blank=True, max_length=200, null=True)),
+                ("request_hash", models.CharField(blank=True, default="", max_length=64)),
+                ("requested_by", models.CharField(help_text="user:<username> or agent:<agent_id>", max_length=160)),
+                ("error_type", models.CharField(blank=True, default="", max_length=200)),
+                ("error_message", models.TextField(blank=True, default="")),
+                ("error_traceback", models.TextField(blank=True, default="")),
+                ("progress", models.FloatField(blank=True, null=True)),
+                ("progress_message", models.CharField(blank=True, default="", max_length=500)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField()),
+                ("queued_at", models.DateTimeField(help_text="when it was (last) put on the queue")),
+                (
+                    "dispatched_at",
+                    models.DateTimeField(blank=True, help_text="when its last message was published", null=True),
+                ),
+                (
+                    "not_before",
+                    models.DateTimeField(blank=True, help_text="retry backoff: not to run before", null=True),
+                ),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("deadline_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="the agent running (or that ran) the current attempt",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="invocations",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "capability",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="invocations", to="agents.capability"
+                    ),
+                ),
+                (
+                    "pinned_agent",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="only this agent may run it",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="pinned_invocations",
+                        to="agents.agent",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='InvocationAttempt',
+            name="InvocationAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('outcome', models.CharField(choices=[('running', 'running'), ('succeeded', 'succeeded'), ('failed', 'failed'), ('timed_out', 'timed out'), ('cancelled', 'cancelled'), ('lost', 'lost (agent went offline; re-queued)')], default='running', max_length=16)),
-                ('started_at', models.DateTimeField()),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('duration_ms', models.FloatField(blank=True, null=True)),
-                ('error_type', models.CharField(blank=True, default='', max_length=200)),
-                ('error_message', models.TextField(blank=True, default='')),
-                ('error_traceback', models.TextField(blank=True, default='')),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='attempts', to='agents.agent')),
-                ('invocation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempts', to='agents.invocation')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                            ("timed_out", "timed out"),
+                            ("cancelled", "cancelled"),
+                            ("lost", "lost (agent went offline; re-queued)"),
+                        ],
+                        default="running",
+                        max_length=16,
+                    ),
+                ),
+                ("started_at", models.DateTimeField()),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("duration_ms", models.FloatField(blank=True, null=True)),
+                ("error_type", models.CharField(blank=True, default="", max_length=200)),
+                ("error_message", models.TextField(blank=True, default="")),
+                ("error_traceback", models.TextField(blank=True, default="")),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="attempts",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "invocation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="attempts", to="agents.invocation"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['invocation', 'number'],
+                "ordering": ["invocation", "number"],
             },
         ),
         migrations.AddField(
-            model_name='agent',
-            name='tags',
-            field=models.ManyToManyField(blank=True, related_name='agents', to='agents.tag'),
+            model_name="agent",
+            name="tags",
+            field=models.ManyToManyField(blank=True, related_name="agents", to="agents.tag"),
         ),
         migrations.CreateModel(
-            name='AgentEvent',
+            name="AgentEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('registered', 'registered'), ('reregistered', 're-registered'), ('state_changed', 'state changed'), ('went_offline', 'went offline (no heartbeat)'), ('revived', 'revived by heartbeat'), ('unregistered', 'unregistered')], max_length=32)),
-                ('at', models.DateTimeField()),
-                ('from_state', models.CharField(blank=True, default='', max_length=16)),
-                ('to_state', models.CharField(blank=True, default='', max_length=16)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('agent', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='events', to='agents.agent')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("registered", "registered"),
+                            ("reregistered", "re-registered"),
+                            ("state_changed", "state changed"),
+                            ("went_offline", "went offline (no heartbeat)"),
+                            ("revived", "revived by heartbeat"),
+                            ("unregistered", "unregistered"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("at", models.DateTimeField()),
+                ("from_state", models.CharField(blank=True, default="", max_length=16)),
+                ("to_state", models.CharField(blank=True, default="", max_length=16)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="agents.agent",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at', '-id'],
-                'indexes': [models.Index(fields=['agent', '-at'], name='agentevent_agent_at_idx'), models.Index(fields=['kind', '-at'], name='agentevent_kind_at_idx'), models.Index(fields=['at'], name='agentevent_at_idx')],
+                "ordering": ["-at", "-id"],
+                "indexes": [
+                    models.Index(fields=["agent", "-at"], name="agentevent_agent_at_idx"),
+                    models.Index(fields=["kind", "-at"], name="agentevent_kind_at_idx"),
+                    models.Index(fields=["at"], name="agentevent_at_idx"),
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='agentcapability',
-            index=models.Index(fields=['capability', 'agent'], name='agentcapability_cap_idx'),
+            model_name="agentcapability",
+            index=models.Index(fields=["capability", "agent"], name="agentcapability_cap_idx"),
         ),
         migrations.AddConstraint(
-            model_name='agentcapability',
-            constraint=models.UniqueConstraint(fields=('agent', 'capability'), name='agentcapability_unique'),
+            model_name="agentcapability",
+            constraint=models.UniqueConstraint(fields=("agent", "capability"), name="agentcapability_unique"),
         ),
         migrations.AddConstraint(
-            model_name='agentcapability',
-            constraint=models.CheckConstraint(condition=models.Q(('cost__gte', 0)), name='agentcapability_cost_gte_0'),
+            model_name="agentcapability",
+            constraint=models.CheckConstraint(condition=models.Q(("cost__gte", 0)), name="agentcapability_cost_gte_0"),
         ),
         migrations.AddIndex(
-            model_name='invocation',
-            index=models.Index(fields=['capability', 'status', '-priority', 'queued_at'], name='invocation_queue_idx'),
+            model_name="invocation",
+            index=models.Index(fields=["capability", "status", "-priority", "queued_at"], name="invocation_queue_idx"),
         ),
         migrations.AddIndex(
-            model_name='invocation',
-            index=models.Index(fields=['agent', 'status'], name='invocation_agent_idx'),
+            model_name="invocation",
+            index=models.Index(fields=["agent", "status"], name="invocation_agent_idx"),
         ),
         migrations.AddIndex(
-            model_name='invocation',
-            index=models.Index(condition=models.Q(('status', 'running')), fields=['deadline_at'], name='invocation_deadline_idx'),
+            model_name="invocation",
+            index=models.Index(
+                condition=models.Q(("status", "running")), fields=["deadline_at"], name="invocation_deadline_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='invocation',
-            index=models.Index(fields=['-created_at'], name='invocation_created_idx'),
+            model_name="invocation",
+            index=models.Index(fields=["-created_at"], name="invocation_created_idx"),
         ),
         migrations.AddIndex(
-            model_name='invocation',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['dispatched_at'], name='invocation_waiting_idx'),
+            model_name="invocation",
+            index=models.Index(
+                condition=models.Q(("status", "queued")), fields=["dispatched_at"], name="invocation_waiting_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='invocation',
-            index=models.Index(fields=['capability', '-finished_at'], name='invocation_finished_idx'),
+            model_name="invocation",
+            index=models.Index(fields=["capability", "-finished_at"], name="invocation_finished_idx"),
         ),
         migrations.AddConstraint(
-            model_name='invocation',
-            constraint=models.UniqueConstraint(condition=models.Q(('idempotency_key__isnull', False)), fields=('requested_by', 'idempotency_key'), name='invocation_idempotency'),
+            model_name="invocation",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("idempotency_key__isnull", False)),
+                fields=("requested_by", "idempotency_key"),
+                name="invocation_idempotency",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invocation',
-            constraint=models.CheckConstraint(condition=models.Q(('priority__lte', 9)), name='invocation_priority_0_9'),
+            model_name="invocation",
+            constraint=models.CheckConstraint(condition=models.Q(("priority__lte", 9)), name="invocation_priority_0_9"),
         ),
         migrations.AddConstraint(
-            model_name='invocationattempt',
-            constraint=models.UniqueConstraint(fields=('invocation', 'number'), name='attempt_unique_number'),
+            model_name="invocationattempt",
+            constraint=models.UniqueConstraint(fields=("invocation", "number"), name="attempt_unique_number"),
         ),
         migrations.AddIndex(
-            model_name='agent',
-            index=models.Index(models.OrderBy(models.F('health_score'), descending=True), models.F('cpu_load'), models.F('agent_id'), condition=models.Q(('unregistered_at__isnull', True)), name='agent_order_idx'),
+            model_name="agent",
+            index=models.Index(
+                models.OrderBy(models.F("health_score"), descending=True),
+                models.F("cpu_load"),
+                models.F("agent_id"),
+                condition=models.Q(("unregistered_at__isnull", True)),
+                name="agent_order_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='agent',
-            index=models.Index(condition=models.Q(('unregistered_at__isnull', True), models.Q(('state', 'offline'), _negated=True)), fields=['last_heartbeat_at'], name='agent_heartbeat_idx'),
+            model_name="agent",
+            index=models.Index(
+                condition=models.Q(("unregistered_at__isnull", True), models.Q(("state", "offline"), _negated=True)),
+                fields=["last_heartbeat_at"],
+                name="agent_heartbeat_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='agent',
-            index=models.Index(condition=models.Q(('unregistered_at__isnull', False)), fields=['unregistered_at'], name='agent_unregistered_idx'),
+            model_name="agent",
+            index=models.Index(
+                condition=models.Q(("unregistered_at__isnull", False)),
+                fields=["unregistered_at"],
+                name="agent_unregistered_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.UniqueConstraint(fields=('agent_id',), name='agent_agent_id_unique'),
+            model_name="agent",
+            constraint=models.UniqueConstraint(fields=("agent_id",), name="agent_agent_id_unique"),
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.UniqueConstraint(fields=('token_hash',), name='agent_token_hash_unique'),
+            model_name="agent",
+            constraint=models.UniqueConstraint(fields=("token_hash",), name="agent_token_hash_unique"),
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.CheckConstraint(condition=models.Q(('health_score__gte', 0), ('health_score__lte', 1)), name='agent_health_0_1'),
+            model_name="agent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("health_score__gte", 0), ("health_score__lte", 1)), name="agent_health_0_1"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.CheckConstraint(condition=models.Q(('cpu_load__gte', 0), ('cpu_load__lte', 1)), name='agent_cpu_load_0_1'),
+            model_name="agent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("cpu_load__gte", 0), ("cpu_load__lte", 1)), name="agent_cpu_load_0_1"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.CheckConstraint(condition=models.Q(('state__in', ['idle', 'busy', 'error', 'draining', 'offline'])), name='agent_state_valid'),
+            model_name="agent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("state__in", ["idle", "busy", "error", "draining", "offline"])),
+                name="agent_state_valid",
+            ),
         ),
     ]

@@ -22,24 +22,33 @@ def fill_agent_pages(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0001_initial'),
+        ("agents", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='agent',
-            name='agent_heartbeat_idx',
+            model_name="agent",
+            name="agent_heartbeat_idx",
         ),
         migrations.AlterField(
-            model_name='agentevent',
-            name='agent',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='events', to='agents.agent'),
+            model_name="agentevent",
+            name="agent",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="events",
+                to="agents.agent",
+            ),
         ),
         migrations.AddIndex(
-            model_name='agent',
-            index=models.Index(condition=models.Q(('unregistered_at__isnull', True)), fields=['last_heartbeat_at'], name='agent_heartbeat_idx'),
+            model_name="agent",
+            index=models.Index(
+                condition=models.Q(("unregistered_at__isnull", True)),
+                fields=["last_heartbeat_at"],
+                name="agent_heartbeat_idx",
+            ),
         ),
         migrations.RunPython(leave_room_on_agent_pages, fill_agent_pages, elidable=False),
     ]

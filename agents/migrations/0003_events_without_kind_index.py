@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0002_sweep_hot_updates'),
+        ("agents", "0002_sweep_hot_updates"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='agentevent',
-            name='agentevent_kind_at_idx',
+            model_name="agentevent",
+            name="agentevent_kind_at_idx",
         ),
     ]

@@ -92,6 +92,10 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="invocation",
+            index=models.Index(fields=["capability", "-created_at"], name="invocation_capability_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="invocation",
             index=models.Index(
                 condition=models.Q(("finished_at__isnull", False)),
                 fields=["capability", "-finished_at"],

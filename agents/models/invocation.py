@@ -80,11 +80,11 @@ class Invocation(models.Model):
         ordering = ["-created_at"]
         # Few and partial indexes: a call's row is written three times (queued, running, finished), and on
         # PostgreSQL each version of it enters every index whose condition it meets (the claim and the
-        # outcome change the status, so they are never HOT updates). Here a queued version enters four
-        # indexes, a running one four, a finished one four: 12 entries per call, where one index per
+        # outcome change the status, so they are never HOT updates). Here a queued version enters five
+        # indexes, a running one five, a finished one five: 15 entries per call, where one index per
         # foreign key and full indexes made 26. The foreign keys have no index of their own: the partial
         # ones on agent and pinned agent serve their ON DELETE SET NULL (``agent_id = X`` implies NOT
-        # NULL); a capability, which PROTECTs its calls, is deleted rarely enough for a scan.
+        # NULL), invocation_capability_idx the capability's (and PROTECT's check).
         indexes = [
             # queued calls of a capability in the order they are taken ("K calls ahead of it")
             models.Index(
@@ -99,6 +99,8 @@ class Invocation(models.Model):
             ),
             models.Index(fields=["deadline_at"], name="invocation_deadline_idx", condition=Q(status="running")),
             models.Index(fields=["-created_at"], name="invocation_created_idx"),
+            # a capability's calls, newest first (the API's and the admin's capability filter)
+            models.Index(fields=["capability", "-created_at"], name="invocation_capability_idx"),
             models.Index(fields=["dispatched_at"], name="invocation_waiting_idx", condition=Q(status="queued")),
             # a capability's outcomes over the last hour (fleet statistics)
             models.Index(

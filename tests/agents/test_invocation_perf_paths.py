@@ -493,3 +493,17 @@ def test_a_connection_left_inside_a_statement_by_the_soft_time_limit_is_replaced
     assert runtime.drop_interrupted_connection() is True
     with transaction.atomic():
         assert Invocation.objects.count() == 0  # on a new connection
+
+
+def test_a_capabilitys_calls_are_listed_through_an_index(calc):
+    """The API's and the admin's capability filter (newest first) must not read the whole table."""
+    from django.db import connection
+
+    for i in range(3):
+        invoke()
+    query = Invocation.objects.filter(capability=calc).order_by("-created_at")[:50]
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table: show what serves it at scale
+        plan = query.explain()
+    assert "invocation_capability_idx" in plan, plan

@@ -499,7 +499,7 @@ def test_a_capabilitys_calls_are_listed_through_an_index(calc):
     """The API's and the admin's capability filter (newest first) must not read the whole table."""
     from django.db import connection
 
-    for i in range(3):
+    for _ in range(3):
         invoke()
     query = Invocation.objects.filter(capability=calc).order_by("-created_at")[:50]
     with transaction.atomic(), connection.cursor() as cursor:

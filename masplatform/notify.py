@@ -61,20 +61,39 @@ def _channel(name: str) -> str:
     return f"masp:{name}"
 
 
+def _publish_redis(url: str, channel: str, message: str) -> None:
+    """PUBLISH on this thread's own connection, without redis-py's retry and response-callback layers (a
+    third of a PUBLISH's CPU in a worker). A connection the server closed (a restart, an idle timeout)
+    fails on first use: then once more on a new connection, as redis-py's own retry would."""
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    for last_try in (False, True):
+        try:
+            connection = _publisher(url).connection
+            connection.send_command("PUBLISH", channel, message)
+            connection.read_response()
+            return
+        except Exception as exc:
+            _drop_publisher()
+            if last_try or not isinstance(exc, ConnectionError | TimeoutError):
+                raise
+
+
+def _drop_publisher() -> None:
+    for client in getattr(_local, "publishers", {}).values():
+        try:
+            client.close()
+        except Exception:
+            pass
+    _local.publishers = {}
+
+
 def publish(name: str, message: str = "") -> None:
     """Wake whoever waits on ``name``. Never raises: a lost wake-up only delays a waiter."""
     url = settings.CELERY_BROKER_URL
     try:
         if _is_redis(url):
-            try:
-                # on the client's own connection, without redis-py's retry and response-callback layers
-                # (a third of a PUBLISH's CPU in a worker): a failure drops the connection, below
-                connection = _publisher(url).connection
-                connection.send_command("PUBLISH", _channel(name), message)
-                connection.read_response()
-            except Exception:
-                _local.publishers = {}  # a new connection next time
-                raise
+            _publish_redis(url, _channel(name), message)
         else:
             from kombu import Connection, Exchange
 
@@ -122,15 +141,20 @@ class Waiter:
     def wait(self, timeout: float, done: Callable[[], bool]) -> bool:
         """Block until the notification on this name or ``timeout`` seconds; True if notified, else
         ``done()``. Unlike ``wait``, ``done()`` is not asked first: the caller subscribed before the
-        event could happen, so it cannot have been missed (on a broker without Redis pub/sub, and if
-        the broker could not be reached when subscribing, this is ``wait`` itself)."""
+        event could happen, so it cannot have been missed. It is asked after each 5 s without a
+        message (a lost wake-up costs at most that) and at the deadline. On a broker without Redis
+        pub/sub, and if the broker could not be reached when subscribing, this is ``wait`` itself."""
         if self._pubsub is None:
             return wait(self.name, timeout, done, notified_means_done=True)
         deadline = time.monotonic() + timeout
         try:
             while (left := deadline - time.monotonic()) > 0:
                 message = self._pubsub.get_message(timeout=min(left, 5.0))
-                if message is not None and message["type"] == "message" and message["channel"] == self._channel:
+                if message is None:
+                    if result := done():  # every 5 s without a message: a lost wake-up costs at most that
+                        return result
+                    continue
+                if message["type"] == "message" and message["channel"] == self._channel:
                     return True
         except Exception:
             logger.warning("event=notify_unavailable channel=%s fallback=poll", self.name, exc_info=True)

@@ -120,3 +120,16 @@ def test_a_subscription_made_first_answers_done_at_its_deadline_and_ignores_othe
         assert time.monotonic() - started >= 0.45
     with notify.subscribed("quiet") as waiter:  # a late notification of an earlier subscription is not this one's
         assert waiter.wait(0.2, lambda: False) is False
+
+
+def test_a_publisher_connection_the_server_closed_is_replaced_and_the_wake_up_still_sent(broker_url):
+    if not notify._is_redis(broker_url):
+        pytest.skip("Redis pub/sub")
+    notify.publish("warm-up")  # this thread's publisher connection exists
+    publisher = notify._publisher(broker_url)
+    client_id = publisher.client_id()
+    notify._redis(broker_url).client_kill_filter(_id=client_id)  # as a Redis restart or idle timeout would
+    with notify.subscribed("after-kill") as waiter:
+        notify.publish("after-kill")  # the first try meets the closed connection; the second is sent
+        assert waiter.wait(5, lambda: False) is True
+    assert notify._publisher(broker_url).client_id() != client_id

@@ -128,7 +128,8 @@ def drop_interrupted_connection() -> bool:
 
     The soft time limit is a signal, and psycopg checks for signals while it waits on the server: the
     exception can leave the connection with a query sent and its result unread, where every later
-    statement fails ("can't change 'autocommit' now"). Closed, the next statement opens a new one.
+    statement fails ("can't change 'autocommit' now"). The statement is cancelled on the server and the
+    connection closed; the next statement opens a new one.
     Returns whether it closed it. (SQLite runs a statement to its end before Python sees the signal.)"""
     raw = connection.connection
     if raw is None or connection.vendor != "postgresql" or connection.in_atomic_block:
@@ -138,6 +139,10 @@ def drop_interrupted_connection() -> bool:
     if raw.info.transaction_status == TransactionStatus.IDLE:
         return False
     logger.warning("event=connection_dropped reason=interrupted_statement status=%s", raw.info.transaction_status.name)
+    try:  # closing alone leaves the statement running on the server (an interrupted claim could still commit)
+        raw.cancel_safe(timeout=2)
+    except Exception:
+        pass
     connection.close()
     return True
 

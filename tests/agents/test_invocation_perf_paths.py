@@ -487,12 +487,16 @@ def test_a_connection_left_inside_a_statement_by_the_soft_time_limit_is_replaced
         return
     connection.ensure_connection()
     assert runtime.drop_interrupted_connection() is False  # an idle connection is kept
-    connection.connection.pgconn.send_query(b"SELECT pg_sleep(0.2)")  # sent; its result never read
+    pid = connection.connection.info.backend_pid
+    connection.connection.pgconn.send_query(b"SELECT pg_sleep(30)")  # sent; its result never read
     with pytest.raises(ProgrammingError, match="autocommit"):
         connection.set_autocommit(False)  # what recording the timeout did, and failed on
     assert runtime.drop_interrupted_connection() is True
     with transaction.atomic():
         assert Invocation.objects.count() == 0  # on a new connection
+        with connection.cursor() as cursor:  # and the interrupted statement no longer runs on the server
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active'", [pid])
+            assert cursor.fetchone()[0] == 0
 
 
 def test_a_capabilitys_calls_are_listed_through_an_index(calc):

@@ -178,3 +178,22 @@ def test_sqlite_backend_gives_up_after_its_timeout_like_djangos(tmp_path):
     finally:
         holder.wait(10)
         conn.close()
+
+
+def test_sqlite_backend_writes_an_executemany_that_waited_for_the_lock_once(tmp_path):
+    conn = _sqlite_connection(tmp_path / "db.sqlite3", timeout=10)
+    try:
+        holder = _hold_write_lock(tmp_path / "db.sqlite3", 0.3)
+        with conn.cursor() as cursor:  # autocommit: its own transaction, which waits at BEGIN
+            cursor.executemany("INSERT INTO t (who) VALUES (%s)", [("a",), ("b",), ("c",)])
+        holder.wait(10)
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT who FROM t ORDER BY id")
+            assert [r[0] for r in cursor.fetchall()] == ["holder", "a", "b", "c"]
+            with pytest.raises(Exception, match="UNIQUE|constraint"):
+                cursor.execute("CREATE UNIQUE INDEX t_who ON t (who)")
+                cursor.executemany("INSERT INTO t (who) VALUES (%s)", [("d",), ("a",)])  # the second fails
+            cursor.execute("SELECT count(*) FROM t WHERE who = 'd'")
+            assert cursor.fetchone()[0] == 0  # all or nothing, as one statement would be
+    finally:
+        conn.close()

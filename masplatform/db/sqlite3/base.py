@@ -15,7 +15,9 @@ autocommit (outside a transaction, where a statement that finds the lock taken h
 changed nothing). It sleeps ``FIRST_WAIT`` seconds, then half as long again each
 time up to ``LONGEST_WAIT``, for at most the connection's ``timeout`` (OPTIONS,
 5 s by default, as with Django's backend), then raises ``OperationalError``
-("database is locked") as Django's backend does. Inside a transaction nothing is
+("database is locked") as Django's backend does. An ``executemany`` in autocommit
+runs in a transaction of its own (sqlite3 would commit each row apart, and a retry
+would write the first rows twice). Inside a transaction nothing is
 retried: there the connection already holds the write lock (``transaction_mode``
 IMMEDIATE), and a deferred transaction that cannot upgrade must be rolled back.
 """
@@ -72,10 +74,18 @@ class CursorWrapper(base.SQLiteCursorWrapper):
     def executemany(self, query: str, param_list: Any) -> Any:
         if self.connection.in_transaction:
             return super().executemany(query, param_list)
-        param_list = list(param_list)  # it may be a generator: it must be reusable for a retry
-        return retry_while_busy(
-            lambda: super(CursorWrapper, self).executemany(query, param_list), self.connection, self.busy_timeout
-        )
+        # Outside a transaction sqlite3 commits each row on its own: one that found the lock taken would
+        # leave the rows before it written, and a retry would write them again. So, in a transaction of
+        # its own, whose BEGIN IMMEDIATE waits for the lock.
+        retry_while_busy(lambda: self.connection.execute("BEGIN IMMEDIATE"), self.connection, self.busy_timeout)
+        try:
+            result = super().executemany(query, param_list)
+        except BaseException:
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+        return result
 
 
 class DatabaseWrapper(base.DatabaseWrapper):

@@ -143,9 +143,10 @@ def invoke(
     # the common call (no pinned agent) is checked against this process's cached contract, and its
     # INSERT writes nothing if that contract is no longer the current one (then checked again, below)
     cap, version = _checked_capability(capability, input, cached=not agent)
-    if not 0 <= priority <= dispatch.MAX_PRIORITY:
-        raise InvalidInput({"priority": [f"must be 0-9, got {priority}"]})
-    timeout = settings.MASP_INVOCATION_TIMEOUT if timeout is None else timeout
+    problems = _option_problems(priority, max_retries, timeout)
+    if problems:
+        raise InvalidInput(problems)
+    timeout = settings.MASP_INVOCATION_TIMEOUT if timeout is None else float(timeout)
     pinned = None
     if agent:
         pinned = Agent.objects.filter(agent_id=agent, unregistered_at__isnull=True).first()
@@ -293,6 +294,18 @@ def invoke_many(calls: Iterable[Mapping[str, Any]], *, requested_by: str) -> lis
     return invocations
 
 
+def _option_problems(priority: Any, max_retries: Any, timeout: Any) -> dict[str, list[str]]:
+    """What is wrong with a call's priority, max_retries and timeout (the INSERT sends them as given)."""
+    problems = {}
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= dispatch.MAX_PRIORITY:
+        problems["priority"] = [f"must be 0-9, got {priority!r}"]
+    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or not 0 <= max_retries <= 32767:
+        problems["max_retries"] = [f"must be 0-32767, got {max_retries!r}"]
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0.1):
+        problems["timeout"] = [f"must be at least 0.1 seconds, got {timeout!r}"]
+    return problems
+
+
 def _check_call(
     call: Any, caps: dict[str, Capability], agents: dict[str, Agent], offered: set[tuple[int, int]]
 ) -> str | None:
@@ -311,15 +324,9 @@ def _check_call(
     problems = schema_errors(cap.input_schema, call["input"])
     if problems:
         return f"input does not match the input schema of '{name}': {'; '.join(problems)}"
-    priority = call.get("priority", 5)
-    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= dispatch.MAX_PRIORITY:
-        return f"priority must be 0-9, got {priority!r}"
-    max_retries = call.get("max_retries", 0)
-    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or not 0 <= max_retries <= 32767:
-        return f"max_retries must be 0-32767, got {max_retries!r}"
-    timeout = call.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0.1):
-        return f"timeout must be at least 0.1 seconds, got {timeout!r}"
+    problems = _option_problems(call.get("priority", 5), call.get("max_retries", 0), call.get("timeout"))
+    if problems:
+        return "; ".join(f"{field} {message[0]}" for field, message in problems.items())
     agent_id = call.get("agent")
     if agent_id:
         pinned = agents.get(agent_id) if isinstance(agent_id, str) else None

@@ -511,3 +511,15 @@ def test_a_capabilitys_calls_are_listed_through_an_index(calc):
             cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table: show what serves it at scale
         plan = query.explain()
     assert "invocation_capability_idx" in plan, plan
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("priority", 5.5), ("priority", True), ("priority", 10), ("max_retries", -1), ("max_retries", 1.5),
+     ("timeout", 0.05), ("timeout", "30")],
+)  # fmt: skip
+def test_invoke_refuses_an_option_of_the_wrong_type_or_range_and_creates_nothing(calc, option, value):
+    with pytest.raises(InvalidInput) as refused:
+        invoke(**{option: value})
+    assert option in refused.value.detail and repr(value) in refused.value.detail[option][0]
+    assert not Invocation.objects.exists()

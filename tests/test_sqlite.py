@@ -86,24 +86,31 @@ db.execute("COMMIT")
 """
 
 
+ALIAS = "sqlite_backend_test"
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_connection():
+    from django.db import connections
+
+    yield
+    if hasattr(connections._connections, ALIAS):
+        del connections[ALIAS]
+
+
 def _sqlite_connection(path, timeout: float):
-    """A connection of the platform's SQLite backend to ``path`` (on either stack: it needs no server)."""
+    """A connection of the platform's SQLite backend to ``path`` (on either stack: it needs no server),
+    known to Django as ``ALIAS`` (``transaction.atomic(using=ALIAS)`` works on it) until the test ends."""
+    from django.db import connections
     from django.db.utils import ConnectionHandler
 
-    handler = ConnectionHandler(
-        {
-            "default": {
-                "ENGINE": "masplatform.db.sqlite3",
-                "NAME": str(path),
-                "OPTIONS": {
-                    "timeout": timeout,
-                    "transaction_mode": "IMMEDIATE",
-                    "init_command": "PRAGMA journal_mode=WAL",
-                },
-            }
-        }
-    )
-    conn = handler["default"]
+    database = {
+        "ENGINE": "masplatform.db.sqlite3",
+        "NAME": str(path),
+        "OPTIONS": {"timeout": timeout, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL"},
+    }
+    conn = ConnectionHandler({"default": database, ALIAS: database})[ALIAS]
+    connections[ALIAS] = conn
     with conn.cursor() as cursor:
         cursor.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, who TEXT)")
     return conn
@@ -195,5 +202,49 @@ def test_sqlite_backend_writes_an_executemany_that_waited_for_the_lock_once(tmp_
                 cursor.executemany("INSERT INTO t (who) VALUES (%s)", [("d",), ("a",)])  # the second fails
             cursor.execute("SELECT count(*) FROM t WHERE who = 'd'")
             assert cursor.fetchone()[0] == 0  # all or nothing, as one statement would be
+    finally:
+        conn.close()
+
+
+def test_a_write_transaction_waits_for_the_lock_and_commits_its_statements_together(tmp_path):
+    from masplatform.db.sqlite3.base import write_transaction
+
+    conn = _sqlite_connection(tmp_path / "db.sqlite3", timeout=10)
+    try:
+        holder = _hold_write_lock(tmp_path / "db.sqlite3", 0.3)
+        with write_transaction(conn) as cursor:  # BEGIN IMMEDIATE waits for the holder's commit
+            cursor.execute("INSERT INTO t (who) VALUES ('first')")
+            assert conn.connection.in_transaction
+            cursor.execute("INSERT INTO t (who) VALUES ('second')")
+        holder.wait(10)
+        assert not conn.connection.in_transaction
+        with pytest.raises(ZeroDivisionError):  # an exception in the block (a time limit's, say) rolls back
+            with write_transaction(conn) as cursor:
+                cursor.execute("INSERT INTO t (who) VALUES ('lost')")
+                1 / 0
+        assert not conn.connection.in_transaction
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT who FROM t ORDER BY id")
+            assert [r[0] for r in cursor.fetchall()] == ["holder", "first", "second"]
+    finally:
+        conn.close()
+
+
+def test_a_write_transaction_inside_an_atomic_block_is_part_of_it(tmp_path):
+    from django.db import transaction
+
+    from masplatform.db.sqlite3.base import write_transaction
+
+    conn = _sqlite_connection(tmp_path / "db.sqlite3", timeout=10)
+    try:
+        with pytest.raises(RuntimeError):
+            with transaction.atomic(using=conn.alias):
+                with write_transaction(conn) as cursor:
+                    cursor.execute("INSERT INTO t (who) VALUES ('inner')")
+                assert conn.connection.in_transaction  # not committed on its own
+                raise RuntimeError("the caller's transaction rolls back")
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM t WHERE who = 'inner'")
+            assert cursor.fetchone()[0] == 0
     finally:
         conn.close()

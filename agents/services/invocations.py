@@ -53,6 +53,7 @@ from agents.models import (
 )
 from agents.models.invocation import FINISHED
 from masplatform import notify, prepared, rows
+from masplatform.db.sqlite3 import base as sqlite_db
 from masplatform.exceptions import Conflict, InvalidInput, NotFound
 
 logger = logging.getLogger("agents")
@@ -558,7 +559,7 @@ def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Clai
         deadline = ops.adapt_datetimefield_value(now + timedelta(seconds=assumed + grace))
         sql = _claim_sql(connection.vendor, False)
         inv, att = ops.quote_name(Invocation._meta.db_table), ops.quote_name(InvocationAttempt._meta.db_table)
-        with transaction.atomic(), connection.cursor() as cursor:
+        with sqlite_db.write_transaction(connection) as cursor:
             cursor.execute(sql, [RUNNING, agent.pk, at_now, deadline, *where_params])
             found = cursor.fetchall()
             if not found:
@@ -764,9 +765,10 @@ def record_success(
     The output must already be valid against the output schema (``check_output``).
     A call whose cancel was requested while it ran is recorded ``cancelled``.
     In the common case a conditional UPDATE of the call and the UPDATE of its
-    attempt; on PostgreSQL one statement, which commits by itself when the
-    caller has no transaction and the call's requester (``requested_by``, as
-    the worker knows it from its claim) needs none (``record_in_transaction``).
+    attempt, in a transaction of their own when the caller has none and the
+    call's requester (``requested_by``, as the worker knows it from its claim)
+    needs none (``record_in_transaction``): on PostgreSQL one statement, on
+    SQLite two between ``BEGIN IMMEDIATE`` and ``COMMIT`` (``write_transaction``).
     ``started_at`` (also known from the claim) saves reading it back. The
     agent's counters are derived from its attempts (``selectors.call_counters``),
     not written here. ``agent_pk`` is accepted for compatibility and unused.
@@ -775,8 +777,8 @@ def record_success(
     connection = transaction.get_connection()
     if (
         started_at is not None
-        and connection.vendor == "postgresql"
         and not connection.in_atomic_block
+        and _fast_claim_supported()
         and not _recorded_in_transaction(requested_by)
     ):
         duration = (now - started_at).total_seconds() * 1000
@@ -816,8 +818,8 @@ def _record_success_rows(
     invocation_id: Any, attempt: int, output: Any, now: datetime, duration: float | None
 ) -> str | None:
     """The call ``running`` with this attempt and no cancel -> ``succeeded``, and its attempt closed.
-    Returns who requested the call, or None if the call did not match (nothing written). Inside the
-    caller's transaction."""
+    Returns who requested the call, or None if the call did not match (nothing written). In the caller's
+    transaction; without one, one statement on PostgreSQL, a transaction of its own on SQLite."""
     connection = transaction.get_connection()
     ops, qn = connection.ops, connection.ops.quote_name
     inv, att = qn(Invocation._meta.db_table), qn(InvocationAttempt._meta.db_table)
@@ -835,7 +837,11 @@ def _record_success_rows(
         "outcome = %s, finished_at = %s, duration_ms = %s, error_type = '', error_message = '', error_traceback = ''"
     )
     attempt_params = [Outcome.SUCCEEDED, at_now, duration]
-    with prepared.cursor(connection) as cursor:
+    # SQLite: the two statements in a transaction of their own when the caller has none
+    statements = (
+        sqlite_db.write_transaction(connection) if connection.vendor == "sqlite" else prepared.cursor(connection)
+    )
+    with statements as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 # the attempt by both columns of its unique key, given (a join with ``recorded`` let the

@@ -24,8 +24,10 @@ IMMEDIATE), and a deferred transaction that cannot upgrade must be rolled back.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.db.backends.sqlite3 import base
@@ -59,6 +61,31 @@ def retry_while_busy(run: Any, connection: sqlite3.Connection, timeout: float) -
                 raise
             time.sleep(wait)
             wait = min(wait * 1.5, LONGEST_WAIT)
+
+
+@contextlib.contextmanager
+def write_transaction(connection: Any) -> Iterator[Any]:
+    """A cursor of ``connection`` (Django's) whose statements run as one transaction: ``BEGIN IMMEDIATE``
+    (waiting for the write lock as above) before them, ``COMMIT`` after them, ``ROLLBACK`` if the block
+    raises. For a hot path of a few statements: Django's ``atomic()`` costs four autocommit switches and
+    its bookkeeping around them (a fifth of a worker's CPU per call on SQLite), and a block that needs
+    none of what it adds (savepoints, ``on_commit`` hooks) can do without. Inside the caller's atomic
+    block the statements are part of its transaction (no savepoint)."""
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            yield cursor
+            return
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            yield cursor
+            cursor.execute("COMMIT")
+        except BaseException:
+            if connection.connection.in_transaction:
+                try:
+                    connection.connection.execute("ROLLBACK")
+                except sqlite3.Error:
+                    connection.close()  # could not roll back: the next statement opens a new connection
+            raise
 
 
 class CursorWrapper(base.SQLiteCursorWrapper):

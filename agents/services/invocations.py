@@ -351,11 +351,14 @@ def _by_key(requested_by: str, key: str, digest: str) -> Invocation | None:
 def _message(
     invocation: Invocation, capability: str, pinned_agent_id: str | None, countdown: float = 0
 ) -> tuple[tuple[str], dict[str, Any]]:
-    """The args and publish options of ``invocation``'s message (its queue, priority and time limits)."""
+    """The args and publish options of ``invocation``'s message (its queue, priority and time limits).
+    The Celery task id is the invocation's id: Celery's own lines in a worker's log ("received",
+    "succeeded in"), ``celery inspect active`` and task events name the call."""
     queue_name = (
         dispatch.agent_queue_name(pinned_agent_id) if pinned_agent_id else dispatch.capability_queue_name(capability)
     )
     options: dict[str, Any] = {
+        "task_id": str(invocation.pk),
         "queue": dispatch.queue(queue_name),
         "priority": dispatch.broker_priority(invocation.priority),
         "soft_time_limit": invocation.timeout,
@@ -809,7 +812,9 @@ def record_success(
 
 
 def _log_succeeded(invocation_id: Any, attempt: int, duration: float | None) -> None:
-    logger.info(
+    # DEBUG: in the worker's log Celery's "succeeded in" line already names the call (its task id is the
+    # invocation's id) with its run time; failures, retries and time-outs are logged at INFO and above
+    logger.debug(
         "event=invocation_succeeded invocation=%s attempt=%d duration_ms=%.1f", invocation_id, attempt, duration or 0
     )
 

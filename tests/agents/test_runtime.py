@@ -31,7 +31,7 @@ def invoke(capability: str, input: dict, **kwargs) -> Invocation:
 
 
 def test_a_call_runs_on_an_agent_and_its_output_is_recorded_through_the_api(processes, staff_user):
-    processes.agent(agent_id="sample-1")
+    worker = processes.agent(agent_id="sample-1")
     client = APIClient()
     client.force_authenticate(staff_user)
     response = client.post("/api/invocations/?wait=20", {"capability": "echo", "input": {"x": 1}}, format="json")
@@ -41,6 +41,8 @@ def test_a_call_runs_on_an_agent_and_its_output_is_recorded_through_the_api(proc
     assert data["output"] == {"echo": {"x": 1}, "agent_id": "sample-1", "attempt": 1}
     assert data["agent"] == "sample-1" and [a["outcome"] for a in data["attempts"]] == ["succeeded"]
     assert client.get("/api/agents/sample-1/").json()["calls_completed"] == 1
+    # the Celery task id is the invocation's: the worker's INFO lines name the call
+    worker.wait_for_log(f"agents.tasks.run_invocation[{data['id']}] succeeded in", timeout=10)
 
 
 def test_calls_queued_by_invoke_many_run_once_each_and_count_for_the_agent(processes):

@@ -35,6 +35,15 @@ Per stack, on one broker and in one run:
    ``services.invoke_many`` in batches of N (one transaction and one broker
    connection per batch), reported beside the first.
 
+The throughput runs alternate: ``--rounds`` (3) rounds of a raw Celery run
+then a platform run, each of ``--calls`` calls. The target compares the median
+of the rounds' ratios (each ratio is that of two runs side by side in time: on
+a VM the same work costs up to a third more CPU at one moment than at the
+next, which one pair of runs minutes apart cannot tell from a change of the
+code); the rates shown are each side's medians, CPU per call the mean over the
+rounds. The round trips alternate in as many slices, and each side's are
+pooled for the percentiles.
+
 Then, with the agent worker stopped, a per-call breakdown in this process: for
 ``--breakdown`` calls it runs ``invoke``, then ``agents.runtime.execute`` as a
 worker does (in a second thread with its own connection), timing
@@ -502,6 +511,7 @@ def run_stack(stack: str, args: argparse.Namespace) -> StackResult:
             machine={**machine_info(), **versions_info(broker)},
             parameters={
                 "calls": args.calls,
+                "rounds": args.rounds,
                 "roundtrips": args.roundtrips,
                 "warmup": args.warmup,
                 "breakdown": args.breakdown,
@@ -602,23 +612,40 @@ def measure_all(
     raw_roundtrip(noop_result, 20)
     platform_roundtrip(20)
 
-    n = args.calls
+    n, rounds = args.calls, args.rounds
     watched = {"raw Celery worker": raw_worker, "agent worker": agent_worker}
-    cmd0, cpu0 = redis_commands(broker), cpu_snapshot(watched)
-    raw_tp = raw_throughput(noop, broker, n)
-    raw_cpu = cpu_per_call(cpu0, cpu_snapshot(watched), n)
-    raw_cmds = (redis_commands(broker) - cmd0) / n
-    check_raw_drained(broker, result)
+    # Raw and platform runs alternate, so that both sides meet the same state of the machine (on a VM,
+    # the same work costs up to a third more CPU at one moment than a minute later); each ratio is that
+    # of one round's two runs, side by side in time, and the target takes their median.
+    raw_runs: list[dict[str, Any]] = []
+    plat_runs: list[dict[str, Any]] = []
+    raw_cpus: list[dict[str, float]] = []
+    plat_cpus: list[dict[str, float]] = []
+    raw_cmds = plat_cmds = 0.0
+    pg_per_round: list[dict[str, int]] = []
+    for round_no in range(rounds):
+        cmd0, cpu0 = redis_commands(broker), cpu_snapshot(watched)
+        raw_runs.append(raw_throughput(noop, broker, n))
+        raw_cpus.append(cpu_per_call(cpu0, cpu_snapshot(watched), n))
+        raw_cmds += (redis_commands(broker) - cmd0) / n / rounds
+        check_raw_drained(broker, result)
 
-    profiler = start_py_spy(args, stack, agent_worker)
-    pg0 = pg_counters()
-    cmd0, cpu0 = redis_commands(broker), cpu_snapshot(watched)
-    plat_tp = platform_throughput(n)
-    plat_cpu = cpu_per_call(cpu0, cpu_snapshot(watched), n)
-    plat_cmds = (redis_commands(broker) - cmd0) / n
-    pg1 = pg_counters()
-    stop_py_spy(profiler, result)
-    result.cpu = {"raw": raw_cpu, "platform": plat_cpu}
+        profiler = start_py_spy(args, stack, agent_worker) if round_no == 0 else None
+        pg0 = pg_counters()
+        cmd0, cpu0 = redis_commands(broker), cpu_snapshot(watched)
+        plat_runs.append(platform_throughput(n))
+        plat_cpus.append(cpu_per_call(cpu0, cpu_snapshot(watched), n))
+        plat_cmds += (redis_commands(broker) - cmd0) / n / rounds
+        pg1 = pg_counters()
+        stop_py_spy(profiler, result)
+        if pg0 and pg1:
+            pg_per_round.append({k: pg1[k] - pg0[k] for k in pg0})
+    for run in plat_runs:
+        if run["succeeded"] != n or run["attempts"] != n:
+            raise RuntimeError(f"platform throughput: {run['succeeded']} succeeded, {run['attempts']} attempts of {n}")
+    raw_tp, plat_tp = combined_throughput(raw_runs), combined_throughput(plat_runs)
+    tp_ratios = [p["per_s"] / r["per_s"] for r, p in zip(raw_runs, plat_runs, strict=True)]
+    result.cpu = {"raw": mean_per_call(raw_cpus), "platform": mean_per_call(plat_cpus)}
 
     bulk_tp = None
     if args.invoke_many:
@@ -630,8 +657,14 @@ def measure_all(
         if pg_start and pg_end:
             bulk_tp["pg_per_call"] = {k: (pg_end[k] - pg_start[k]) / n for k in pg_start}
 
-    raw_rt = latency_summary(raw_roundtrip(noop_result, args.roundtrips))
-    plat_rt = latency_summary(platform_roundtrip(args.roundtrips))
+    # round trips alternate too, in as many slices as rounds, and each side's are pooled
+    raw_times: list[float] = []
+    plat_times: list[float] = []
+    for round_no in range(rounds):
+        size = args.roundtrips // rounds + (1 if round_no < args.roundtrips % rounds else 0)
+        raw_times += raw_roundtrip(noop_result, size)
+        plat_times += platform_roundtrip(size)
+    raw_rt, plat_rt = latency_summary(raw_times), latency_summary(plat_times)
 
     agent_worker.stop()
     workers.remove(agent_worker)
@@ -641,19 +674,32 @@ def measure_all(
     result.raw.update(
         raw_throughput=raw_tp,
         platform_throughput=plat_tp,
+        throughput_rounds=[{"raw": r, "platform": p} for r, p in zip(raw_runs, plat_runs, strict=True)],
+        throughput_ratios=tp_ratios,
         raw_roundtrip=raw_rt,
         platform_roundtrip=plat_rt,
         redis_commands_per_call={"raw": raw_cmds, "platform": plat_cmds},
     )
-    fill_rows(result, n, raw_tp, plat_tp, raw_rt, plat_rt)
+    fill_rows(result, n, raw_tp, plat_tp, statistics.median(tp_ratios), raw_rt, plat_rt)
+    if rounds > 1:
+        result.rows.insert(
+            1,
+            Row(
+                f"throughput, each of {rounds} rounds (information)",
+                ", ".join(f"{r['per_s']:,.0f}" for r in raw_runs) + " /s",
+                ", ".join(f"{p['per_s']:,.0f}" for p in plat_runs) + " /s",
+                ", ".join(f"{x:.2f}" for x in tp_ratios),
+            ),
+        )
     if bulk_tp:
         result.raw["platform_throughput_invoke_many"] = bulk_tp
         ratio = bulk_tp["per_s"] / raw_tp["per_s"]
+        at = 3 if rounds > 1 else 2
         result.rows.insert(
-            2,
+            at,
             Row(
-                f"throughput, {n:,} no-ops, invoke_many({args.invoke_many})",
-                f"{raw_tp['per_s']:,.0f}/s (as above)",
+                f"throughput, {n:,} no-ops, invoke_many({args.invoke_many}), one run",
+                f"{raw_tp['per_s']:,.0f}/s (median above)",
                 f"{bulk_tp['per_s']:,.0f}/s ({bulk_tp['elapsed_s']:.2f} s)",
                 f"{ratio:.2f}x",
                 f">= {THROUGHPUT_TARGET}x",
@@ -661,7 +707,7 @@ def measure_all(
             ),
         )
         result.rows.insert(
-            3,
+            at + 1,
             Row(
                 "publish rate, invoke_many (information)",
                 f"{n / raw_tp['publish_s']:,.0f}/s apply_async",
@@ -687,8 +733,8 @@ def measure_all(
         f"raw Celery {raw_cmds:.1f}, platform {plat_cmds:.1f}"
         + (" (a shared server: other clients count too)" if stack == "postgres" else "")
     )
-    if pg0 and pg1:
-        per = {k: (pg1[k] - pg0[k]) / n for k in pg0}
+    if pg_per_round:
+        per = {k: sum(r[k] for r in pg_per_round) / (n * len(pg_per_round)) for k in pg_per_round[0]}
         result.raw["pg_per_call"] = per
         result.notes.append(
             "pg_stat_database per call during the platform throughput run (both sides, plus the 50 ms "
@@ -696,9 +742,16 @@ def measure_all(
             f"{per['tup_inserted']:.1f} rows inserted, {per['tup_updated']:.1f} rows updated"
         )
     result.notes.append(
-        f"platform throughput: {plat_tp['succeeded']} succeeded, {plat_tp['attempts']} attempt rows, "
-        f"{plat_tp['other']} in another state; invoke() took {plat_tp['publish_s']:.2f} s for {n} calls"
+        f"platform throughput, {rounds} round(s) of {n} calls: {plat_tp['succeeded']} succeeded, "
+        f"{plat_tp['attempts']} attempt rows, {plat_tp['other']} in another state; invoke() took "
+        f"{plat_tp['publish_s']:.2f} s for {n} calls (median)"
     )
+    if rounds > 1:
+        result.notes.append(
+            f"throughput: {rounds} rounds, each a raw Celery run then a platform run of {n:,} calls; the ratio "
+            "is the median of the rounds' ratios, the rates shown the medians of each side; CPU per call is "
+            f"the mean over the rounds; the {args.roundtrips} round trips alternate in {rounds} slices"
+        )
     result.notes.append(
         "throughput end times: raw Celery = the worker's clock in the last message's task (the other pool "
         "process may still be finishing the one before it, a no-op); platform = max(finished_at) of the calls"
@@ -711,11 +764,28 @@ def measure_all(
         per_call_breakdown(result, args.breakdown)
 
 
-def fill_rows(result: StackResult, n: int, raw_tp, plat_tp, raw_rt, plat_rt) -> None:
-    ratio = plat_tp["per_s"] / raw_tp["per_s"]
+def combined_throughput(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's throughput over rounds: the medians of its rates and times, its outcome counts summed."""
+    out: dict[str, Any] = {"n": runs[0]["n"], "rounds": len(runs)}
+    for key in ("publish_s", "elapsed_s", "detected_s", "per_s"):
+        if key in runs[0]:
+            out[key] = statistics.median(r[key] for r in runs)
+    for key in ("succeeded", "other", "attempts"):
+        if key in runs[0]:
+            out[key] = sum(r[key] for r in runs)
+    return out
+
+
+def mean_per_call(per_round: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.fmean(r[k] for r in per_round) for k in per_round[0]}
+
+
+def fill_rows(result: StackResult, n: int, raw_tp, plat_tp, ratio: float, raw_rt, plat_rt) -> None:
+    """The target rows; ``ratio``: the throughput ratio (the median of the rounds' ratios)."""
     result.rows.append(
         Row(
-            f"throughput, {n:,} no-ops end to end",
+            f"throughput, {n:,} no-ops end to end"
+            + (f", median of {plat_tp['rounds']}" if plat_tp["rounds"] > 1 else ""),
             f"{raw_tp['per_s']:,.0f}/s ({raw_tp['elapsed_s']:.2f} s)",
             f"{plat_tp['per_s']:,.0f}/s ({plat_tp['elapsed_s']:.2f} s)",
             f"{ratio:.2f}x",
@@ -1223,6 +1293,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--roundtrips", type=positive_int, default=300, help="sequential round trips (default 300)")
     parser.add_argument("--warmup", type=positive_int, default=200, help="calls each side runs first, not timed")
     parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=3,
+        help="throughput runs of each side, alternating raw and platform; round trips alternate in as many slices "
+        "(default 3)",
+    )
+    parser.add_argument(
         "--breakdown", type=int, default=300, help="calls of the in-process per-call breakdown (0: skip)"
     )
     parser.add_argument(
@@ -1250,6 +1327,7 @@ def forwarded_args(args: argparse.Namespace) -> list[str]:
         "calls",
         "roundtrips",
         "warmup",
+        "rounds",
         "breakdown",
         "invoke_many",
         "postgres_url",

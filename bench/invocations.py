@@ -676,6 +676,7 @@ def measure_all(
         platform_throughput=plat_tp,
         throughput_rounds=[{"raw": r, "platform": p} for r, p in zip(raw_runs, plat_runs, strict=True)],
         throughput_ratios=tp_ratios,
+        cpu_rounds={"raw": raw_cpus, "platform": plat_cpus},
         raw_roundtrip=raw_rt,
         platform_roundtrip=plat_rt,
         redis_commands_per_call={"raw": raw_cmds, "platform": plat_cmds},

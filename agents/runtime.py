@@ -130,9 +130,21 @@ def drop_interrupted_connection() -> bool:
     exception can leave the connection with a query sent and its result unread, where every later
     statement fails ("can't change 'autocommit' now"). The statement is cancelled on the server and the
     connection closed; the next statement opens a new one.
-    Returns whether it closed it. (SQLite runs a statement to its end before Python sees the signal.)"""
+    On SQLite, which runs a statement to its end before Python sees the signal, the signal can land
+    between a ``BEGIN`` and the block that commits or rolls it back (``write_transaction``'s, or
+    ``atomic()``'s own): the transaction stays open, holding the write lock, while Django believes the
+    connection is in autocommit. Such a connection is closed too (SQLite rolls the transaction back).
+    Returns whether it closed it."""
     raw = connection.connection
-    if raw is None or connection.vendor != "postgresql" or connection.in_atomic_block:
+    if raw is None or connection.in_atomic_block:
+        return False
+    if connection.vendor == "sqlite":
+        if not raw.in_transaction:
+            return False
+        logger.warning("event=connection_dropped reason=interrupted_transaction")
+        connection.close()
+        return True
+    if connection.vendor != "postgresql":
         return False
     from psycopg.pq import TransactionStatus
 

@@ -248,3 +248,23 @@ def test_a_write_transaction_inside_an_atomic_block_is_part_of_it(tmp_path):
             assert cursor.fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_a_write_transaction_recovers_a_transaction_left_open_by_an_interrupted_block(tmp_path):
+    """A time limit's signal landing between BEGIN and the block leaves SQLite inside a transaction that
+    Django does not know of (holding the write lock): the next write_transaction starts afresh."""
+    from masplatform.db.sqlite3.base import write_transaction
+
+    conn = _sqlite_connection(tmp_path / "db.sqlite3", timeout=0.5)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute("INSERT INTO t (who) VALUES ('never committed')")
+        assert conn.connection.in_transaction and conn.get_autocommit()
+        with write_transaction(conn) as cursor:
+            cursor.execute("INSERT INTO t (who) VALUES ('after')")
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT who FROM t ORDER BY id")
+            assert [r[0] for r in cursor.fetchall()] == ["after"]
+    finally:
+        conn.close()

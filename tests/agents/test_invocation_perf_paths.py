@@ -478,7 +478,7 @@ def test_a_worker_runs_a_call_with_the_claim_and_the_outcome_alone(broker_url):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_connection_left_inside_a_statement_by_the_soft_time_limit_is_replaced():
+def test_a_connection_left_inside_a_statement_by_the_soft_time_limit_is_replaced(calc):
     """The soft time limit's signal can interrupt psycopg while it waits on the server: the query sent,
     its result unread. The runtime drops such a connection before recording the timeout."""
     from django.db import ProgrammingError, connection
@@ -486,7 +486,14 @@ def test_a_connection_left_inside_a_statement_by_the_soft_time_limit_is_replaced
     from agents import runtime
 
     if connection.vendor != "postgresql":
-        assert runtime.drop_interrupted_connection() is False  # SQLite finishes a statement first
+        # SQLite finishes a statement first; the signal can land between a BEGIN and its block instead
+        connection.ensure_connection()
+        assert runtime.drop_interrupted_connection() is False  # an idle connection is kept
+        connection.connection.execute("BEGIN IMMEDIATE")  # left open: Django believes it is in autocommit
+        assert runtime.drop_interrupted_connection() is True
+        assert connection.connection is None  # closed: the transaction rolled back, the write lock released
+        call = invoke()  # the next statement runs on a new connection, in autocommit
+        assert Invocation.objects.filter(pk=call.pk).exists()
         return
     connection.ensure_connection()
     assert runtime.drop_interrupted_connection() is False  # an idle connection is kept

@@ -25,12 +25,15 @@ IMMEDIATE), and a deferred transaction that cannot upgrade must be rolled back.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from django.db.backends.sqlite3 import base
+
+logger = logging.getLogger("masplatform.db")
 
 FIRST_WAIT = 0.0001
 LONGEST_WAIT = 0.002
@@ -69,14 +72,23 @@ def write_transaction(connection: Any) -> Iterator[Any]:
     (waiting for the write lock as above) before them, ``COMMIT`` after them, ``ROLLBACK`` if the block
     raises. For a hot path of a few statements: Django's ``atomic()`` costs four autocommit switches and
     its bookkeeping around them (a fifth of a worker's CPU per call on SQLite), and a block that needs
-    none of what it adds (savepoints, ``on_commit`` hooks) can do without. Inside the caller's atomic
-    block the statements are part of its transaction (no savepoint)."""
+    none of what it adds (savepoints, ``on_commit`` hooks) can do without.
+
+    Inside the caller's transaction (an atomic block, or autocommit turned off) the statements are part
+    of it (no savepoint). A transaction found open while Django believes the connection is in autocommit
+    was left by an interrupted block (a time limit's signal between ``BEGIN`` and the block): nothing of
+    it was committed, and the connection is closed (rolling it back, releasing the write lock) and
+    opened again."""
+    raw = connection.connection
+    if raw is not None and raw.in_transaction and connection.autocommit and not connection.in_atomic_block:
+        logger.warning("event=sqlite_transaction_left_open action=reconnect")
+        connection.close()
     with connection.cursor() as cursor:
-        if connection.in_atomic_block:
+        if connection.in_atomic_block or not connection.get_autocommit():
             yield cursor
             return
-        cursor.execute("BEGIN IMMEDIATE")
         try:
+            cursor.execute("BEGIN IMMEDIATE")
             yield cursor
             cursor.execute("COMMIT")
         except BaseException:

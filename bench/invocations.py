@@ -1105,9 +1105,14 @@ class SqlTimer:
             dt = time.perf_counter() - t0
             label = statement_label(sql)
             self.statements[(self.step, label)].append(dt)
-            if label != "BEGIN":  # SQLite's BEGIN IMMEDIATE: part of the transaction, counted under commits
+            if label == "COMMIT":  # a transaction committed by its statement (SQLite's write_transaction)
+                self.counts[self.step]["commits"] += 1
+                self.counts[self.step]["commit_s"] += dt
+            elif label != "BEGIN":  # SQLite's BEGIN IMMEDIATE: part of the transaction, its time in SQL ms
                 self.counts[self.step]["statements"] += 1
-            self.counts[self.step]["sql_s"] += dt
+                self.counts[self.step]["sql_s"] += dt
+            else:
+                self.counts[self.step]["sql_s"] += dt
 
     def install_commit_timer(self, connection) -> None:
         original = connection._commit
@@ -1262,7 +1267,8 @@ def per_call_breakdown(result: StackResult, n: int) -> None:
     result.notes.append(
         f"breakdown: {n} calls one at a time in this process after the agent worker stopped: invoke() in this "
         "thread, runtime.execute() in a second thread with its own connection, both connections kept; "
-        "'commits' counts COMMITs of atomic blocks (statements outside one autocommit on their own); "
+        "'commits' counts COMMITs (of atomic blocks, and SQLite's COMMIT statements of write_transaction; "
+        "statements outside a transaction commit on their own); "
         "'statements' leaves out SQLite's BEGIN IMMEDIATE (its time is in 'SQL ms'); the publish of invoke() "
         "and the notify of record_success are in 'rest'"
     )

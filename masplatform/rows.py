@@ -34,12 +34,13 @@ def _converters(model: type[models.Model], fields: tuple[models.Field, ...], ven
 
 # (id of a field list, vendor) -> (the list, its converters or preparers): a lookup without hashing the
 # fields (each Field's __hash__ is a Python call: 28 of them per lookup of all an Invocation's fields). The
-# entry keeps its list alive, so that the id is not reused while the entry exists.
-_by_list: dict[tuple[str, int, str], tuple[Sequence[models.Field], list]] = {}
+# entry keeps its list alive, so that the id is not reused while the entry exists. Pass tuples (or lists
+# never changed after their first use).
+_by_list: dict[tuple[str, type[models.Model], int, str], tuple[Sequence[models.Field], list]] = {}
 
 
 def _for_list(kind: str, build: Any, model: type[models.Model], fields: Sequence[models.Field], vendor: str) -> list:
-    key = (kind, id(fields), vendor)
+    key = (kind, model, id(fields), vendor)
     hit = _by_list.get(key)
     if hit is not None and hit[0] is fields:
         return hit[1]

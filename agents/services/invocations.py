@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import random
+import secrets
 import traceback as tb
 import uuid
 from collections.abc import Iterable, Mapping
@@ -63,8 +64,8 @@ logger = logging.getLogger("agents")
 # not its own without a query). For calls whose requested_by starts with a prefix registered with
 # ``record_in_transaction`` (the workflow engine's "workflow:"), it is sent inside the transaction
 # that records the outcome, so that the receiver's writes commit with it or not at all. Other calls'
-# successes may be recorded by one statement that commits by itself (PostgreSQL): the signal then
-# follows the commit.
+# successes may be recorded in a transaction of their own (one statement on PostgreSQL, two between
+# BEGIN IMMEDIATE and COMMIT on SQLite): the signal then follows the commit.
 invocation_finished = Signal()
 
 _transactional_requesters: tuple[str, ...] = ()
@@ -352,13 +353,15 @@ def _message(
     invocation: Invocation, capability: str, pinned_agent_id: str | None, countdown: float = 0
 ) -> tuple[tuple[str], dict[str, Any]]:
     """The args and publish options of ``invocation``'s message (its queue, priority and time limits).
-    The Celery task id is the invocation's id: Celery's own lines in a worker's log ("received",
-    "succeeded in"), ``celery inspect active`` and task events name the call."""
+    The Celery task id is the invocation's id and a suffix of its own (``<invocation id>.<8 hex>``):
+    Celery's lines in a worker's log ("received", "succeeded in"), ``celery inspect active`` and task
+    events name the call, and each message of it (a re-send, a retry) is still a task of its own to
+    Celery (its worker state and ``revoke`` are by task id)."""
     queue_name = (
         dispatch.agent_queue_name(pinned_agent_id) if pinned_agent_id else dispatch.capability_queue_name(capability)
     )
     options: dict[str, Any] = {
-        "task_id": str(invocation.pk),
+        "task_id": f"{invocation.pk}.{secrets.token_hex(4)}",
         "queue": dispatch.queue(queue_name),
         "priority": dispatch.broker_priority(invocation.priority),
         "soft_time_limit": invocation.timeout,
@@ -474,17 +477,17 @@ def _claim_slow(invocation_id: str, agent: Agent) -> Claim | None:
 EARLY_TOLERANCE = 0.5
 
 # Every column of a call, in order, as invoke's INSERT writes them.
-_CLAIM_FIELDS = list(Invocation._meta.concrete_fields)
+_CLAIM_FIELDS = tuple(Invocation._meta.concrete_fields)
 # The columns the fast claim returns: what the worker reads of the call it runs. The others are deferred
 # (read from the database if something asks for them): converting all 28 columns of each claimed row was
 # 8 % of a pool process's CPU on SQLite.
-_CLAIMED_FIELDS = [
+_CLAIMED_FIELDS = tuple(
     Invocation._meta.get_field(name)
     for name in (
         "id", "capability", "input", "status", "priority", "timeout", "max_retries", "attempt", "agent",
         "requested_by", "started_at", "deadline_at",
     )
-]  # fmt: skip
+)  # fmt: skip
 _ATTEMPT_OUTCOME = InvocationAttempt._meta.get_field("outcome")
 _TIMEOUT, _DEADLINE, _ATTEMPT = (
     _CLAIMED_FIELDS.index(Invocation._meta.get_field(name)) for name in ("timeout", "deadline_at", "attempt")
@@ -744,8 +747,9 @@ def sync_agent_counters(agent_pk: int) -> None:
 
 
 def _finished(invocation: Invocation | Any, status: str, requested_by: str | None = None) -> None:
-    """Announce a recorded outcome: ``invocation_finished`` now, inside the recording transaction (so a
-    workflow advances with it), and the wake-up of waiting requests after the commit."""
+    """Announce a recorded outcome: ``invocation_finished`` now (inside the recording transaction when
+    there is one, so that a workflow advances with it; after the commit of a success recorded in a
+    transaction of its own), and the wake-up of waiting requests after the commit."""
     if isinstance(invocation, Invocation):
         pk, requested_by = invocation.pk, invocation.requested_by
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -41,8 +42,9 @@ def test_a_call_runs_on_an_agent_and_its_output_is_recorded_through_the_api(proc
     assert data["output"] == {"echo": {"x": 1}, "agent_id": "sample-1", "attempt": 1}
     assert data["agent"] == "sample-1" and [a["outcome"] for a in data["attempts"]] == ["succeeded"]
     assert client.get("/api/agents/sample-1/").json()["calls_completed"] == 1
-    # the Celery task id is the invocation's: the worker's INFO lines name the call
-    worker.wait_for_log(f"agents.tasks.run_invocation[{data['id']}] succeeded in", timeout=10)
+    # the Celery task id starts with the invocation's id: the worker's INFO lines name the call
+    succeeded = re.compile(rf"agents\.tasks\.run_invocation\[{data['id']}\.[0-9a-f]{{8}}\] succeeded in")
+    wait_until(lambda: succeeded.search(worker.log_text()), timeout=10, message="the worker's 'succeeded' line")
 
 
 def test_calls_queued_by_invoke_many_run_once_each_and_count_for_the_agent(processes):

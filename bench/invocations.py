@@ -345,7 +345,7 @@ def versions_info(broker_client) -> dict[str, str]:
             cursor.execute("SHOW server_version")
             pg = cursor.fetchone()[0]
             shown = []
-            for name in ("synchronous_commit", "fsync", "shared_buffers"):
+            for name in ("synchronous_commit", "fsync", "shared_buffers", "autovacuum"):
                 cursor.execute(f"SHOW {name}")
                 shown.append(f"{name}={cursor.fetchone()[0]}")
         db = f"PostgreSQL {pg} ({', '.join(shown)}), psycopg {v('psycopg')}"

@@ -32,10 +32,10 @@ def _converters(model: type[models.Model], fields: tuple[models.Field, ...], ven
     return out
 
 
-# (id of a field list, vendor) -> (the list, its converters or preparers): a lookup without hashing the
-# fields (each Field's __hash__ is a Python call: 28 of them per lookup of all an Invocation's fields). The
-# entry keeps its list alive, so that the id is not reused while the entry exists. Pass tuples (or lists
-# never changed after their first use).
+# (what, model, id of a field list, vendor) -> (the list, its converters, preparers or layout): a lookup
+# without hashing the fields (each Field's __hash__ is a Python call: 28 of them per lookup of all an
+# Invocation's fields). The entry keeps its list alive, so that the id is not reused while the entry
+# exists. Pass tuples (or lists never changed after their first use).
 _by_list: dict[tuple[str, type[models.Model], int, str], tuple[Sequence[models.Field], list]] = {}
 
 

@@ -816,8 +816,8 @@ def record_success(
 
 
 def _log_succeeded(invocation_id: Any, attempt: int, duration: float | None) -> None:
-    # DEBUG: in the worker's log Celery's "succeeded in" line already names the call (its task id is the
-    # invocation's id) with its run time; failures, retries and time-outs are logged at INFO and above
+    # DEBUG: in the worker's log Celery's "succeeded in" line already names the call (its task id starts
+    # with the invocation's id) with its run time; failures, retries and time-outs are logged at INFO and up
     logger.debug(
         "event=invocation_succeeded invocation=%s attempt=%d duration_ms=%.1f", invocation_id, attempt, duration or 0
     )

@@ -255,12 +255,10 @@ class InvocationViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.Retrie
 
     def _answer(self, invocation: Invocation, status_code: int = 200, wait: float = 0.0) -> Response:
         if wait and not invocation.is_finished:
-            # the call is read below in any case, and its channel is notified only once it has finished
+            # the call is read below in any case, and its channel is notified only once it has finished;
+            # subscribed first, then ``watch`` asks for that wake-up (and says whether it already has)
             notify.wait(
-                f"invocation:{invocation.pk}",
-                wait,
-                lambda: Invocation.objects.filter(pk=invocation.pk, status__in=FINISHED).exists(),
-                notified_means_done=True,
+                f"invocation:{invocation.pk}", wait, lambda: not services.watch(invocation.pk), notified_means_done=True
             )
         fresh = self.get_queryset().get(pk=invocation.pk)
         return Response(self.get_serializer(fresh).data, status=status_code)
@@ -282,7 +280,7 @@ class InvocationViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.Retrie
         new_id = uuid.uuid4()
         with notify.subscribed(f"invocation:{new_id}") as waiter:
             invocation, created = services.invoke(
-                requested_by=requester(request), invocation_id=new_id, **serializer.validated_data
+                requested_by=requester(request), invocation_id=new_id, waited_on=True, **serializer.validated_data
             )
             if created:
                 waiter.wait(wait, lambda: Invocation.objects.filter(pk=new_id, status__in=FINISHED).exists())

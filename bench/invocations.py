@@ -930,7 +930,9 @@ def platform_roundtrip(n: int) -> list[float]:
         # as POST /api/invocations/?wait= does: subscribed before the call exists, then invoke and wait
         pk = uuid.uuid4()
         with notify.subscribed(f"invocation:{pk}") as waiter:
-            services.invoke(capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY, invocation_id=pk)
+            services.invoke(
+                capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY, invocation_id=pk, waited_on=True
+            )
             done = waiter.wait(30, lambda pk=pk: Invocation.objects.filter(pk=pk, status__in=FINISHED).exists())
         times.append(time.perf_counter() - t0)
         if not done or Invocation.objects.get(pk=pk).status != InvocationStatus.SUCCEEDED:

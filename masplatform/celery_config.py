@@ -14,8 +14,13 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from masplatform.broker import celery_options
+
 CONFIG = {
     name[len("CELERY_") :].lower(): getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")
 }
 # read by Celery's Django fix-up under this exact name
 CONFIG["CELERY_DB_REUSE_MAX"] = getattr(settings, "CELERY_DB_REUSE_MAX", None)
+# The platform's Redis transport (one client per channel; calls' messages acknowledged in memory, as
+# the database recovers them): masplatform/broker.py.
+CONFIG.update(celery_options(settings.CELERY_BROKER_URL))

@@ -75,6 +75,10 @@ class Invocation(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Whether a request waits (or waited) for the outcome (``?wait=``): only then does recording the outcome
+    # publish a wake-up (masplatform.notify), a broker round trip that most calls do not need. Nullable
+    # (NULL: no one), so that adding it altered the table in place on SQLite too.
+    waited_on = models.BooleanField(null=True, editable=False, help_text="a request waits for its outcome")
 
     class Meta:
         ordering = ["-created_at"]

@@ -24,6 +24,7 @@ from agents.services.invocations import (
     sweep_deadlines,
     sync_agent_counters,
     waiting_reason,
+    watch,
 )
 from agents.services.registry import (
     CapabilitySpec,
@@ -79,4 +80,5 @@ __all__ = [
     "unregister_agent",
     "update_capability",
     "waiting_reason",
+    "watch",
 ]

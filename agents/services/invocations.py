@@ -130,11 +130,14 @@ def invoke(
     agent: str | None = None,
     idempotency_key: str | None = None,
     invocation_id: uuid.UUID | None = None,
+    waited_on: bool = False,
 ) -> tuple[Invocation, bool]:
     """Queue a call of ``capability``; returns (invocation, created).
 
     ``invocation_id``: the new call's id, chosen by the caller (a waiter subscribes to its channel
-    before the call exists: ``notify.subscribed``); by default a new UUID.
+    before the call exists: ``notify.subscribed``); by default a new UUID. ``waited_on``: the caller
+    will wait for the outcome on that channel, so recording it publishes a wake-up there (without it,
+    only a later ``watch`` asks for one).
 
     Validates ``input`` against the capability's input schema (InvalidInput,
     nothing created). With an ``idempotency_key``, the same requester sending
@@ -184,6 +187,7 @@ def invoke(
         created_at=now,
         queued_at=now,
         dispatched_at=now,
+        waited_on=waited_on or None,
     )
     try:
         # One INSERT, its own transaction unless the caller has one. With an idempotency key it runs in a
@@ -746,16 +750,28 @@ def sync_agent_counters(agent_pk: int) -> None:
     )
 
 
-def _finished(invocation: Invocation | Any, status: str, requested_by: str | None = None) -> None:
+def _finished(
+    invocation: Invocation | Any, status: str, requested_by: str | None = None, waited_on: bool | None = None
+) -> None:
     """Announce a recorded outcome: ``invocation_finished`` now (inside the recording transaction when
     there is one, so that a workflow advances with it; after the commit of a success recorded in a
-    transaction of its own), and the wake-up of waiting requests after the commit."""
+    transaction of its own), and, after the commit, the wake-up of the requests waiting for it, if a
+    request asked for one (``waited_on``, read with the row that recorded the outcome)."""
     if isinstance(invocation, Invocation):
-        pk, requested_by = invocation.pk, invocation.requested_by
+        pk, requested_by, waited_on = invocation.pk, invocation.requested_by, invocation.waited_on
     else:
         pk = invocation
     invocation_finished.send(sender=Invocation, invocation_id=pk, status=status, requested_by=requested_by)
-    transaction.on_commit(lambda: notify.publish(f"invocation:{pk}", status))
+    if waited_on:
+        transaction.on_commit(lambda: notify.publish(f"invocation:{pk}", status))
+
+
+def watch(invocation_id: Any) -> bool:
+    """Ask for a wake-up (``notify``'s channel ``invocation:<id>``) when the call finishes; False if it
+    already has (or does not exist). Subscribe to the channel first: the outcome recorded after this
+    returns True is announced there. Outcomes are recorded with a conditional write of the same row, so
+    either that write sees this one, or this one sees the call finished."""
+    return bool(Invocation.objects.filter(pk=invocation_id, status__in=(QUEUED, RUNNING)).update(waited_on=True))
 
 
 def record_success(
@@ -789,8 +805,10 @@ def record_success(
         and not _recorded_in_transaction(requested_by)
     ):
         duration = (now - started_at).total_seconds() * 1000
-        if _record_success_rows(invocation_id, attempt, output, now, duration) is not None:
-            _finished(invocation_id, InvocationStatus.SUCCEEDED, requested_by)  # committed: the signal follows
+        recorded = _record_success_rows(invocation_id, attempt, output, now, duration)
+        if recorded is not None:
+            # committed: the signal follows
+            _finished(invocation_id, InvocationStatus.SUCCEEDED, requested_by, waited_on=recorded[1])
             _log_succeeded(invocation_id, attempt, duration)
             return True
         # nothing written: not this attempt's any more, or its cancel was requested (below, under a lock)
@@ -802,15 +820,15 @@ def record_success(
                 .first()
             )
         duration = (now - started_at).total_seconds() * 1000 if started_at else None
-        requested_by = _record_success_rows(invocation_id, attempt, output, now, duration)
-        if requested_by is None:
+        recorded = _record_success_rows(invocation_id, attempt, output, now, duration)
+        if recorded is None:
             invocation = (
                 Invocation.objects.select_for_update().filter(pk=invocation_id, status=RUNNING, attempt=attempt).first()
             )
             if invocation is None:
                 return False  # this attempt no longer holds the call
             return _cancel_running(invocation, now)  # its cancel was requested while it ran
-        _finished(invocation_id, InvocationStatus.SUCCEEDED, requested_by)
+        _finished(invocation_id, InvocationStatus.SUCCEEDED, recorded[0], waited_on=recorded[1])
     _log_succeeded(invocation_id, attempt, duration)
     return True
 
@@ -825,10 +843,11 @@ def _log_succeeded(invocation_id: Any, attempt: int, duration: float | None) -> 
 
 def _record_success_rows(
     invocation_id: Any, attempt: int, output: Any, now: datetime, duration: float | None
-) -> str | None:
+) -> tuple[str, bool | None] | None:
     """The call ``running`` with this attempt and no cancel -> ``succeeded``, and its attempt closed.
-    Returns who requested the call, or None if the call did not match (nothing written). In the caller's
-    transaction; without one, one statement on PostgreSQL, a transaction of its own on SQLite."""
+    Returns who requested the call and whether a request waits for it (``waited_on``), or None if the
+    call did not match (nothing written). In the caller's transaction; without one, one statement on
+    PostgreSQL, a transaction of its own on SQLite."""
     connection = transaction.get_connection()
     ops, qn = connection.ops, connection.ops.quote_name
     inv, att = qn(Invocation._meta.db_table), qn(InvocationAttempt._meta.db_table)
@@ -855,28 +874,28 @@ def _record_success_rows(
             cursor.execute(
                 # the attempt by both columns of its unique key, given (a join with ``recorded`` let the
                 # planner scan the key's index for number = N alone: one row per earlier call, per call)
-                f"WITH recorded AS ({update_call} RETURNING requested_by),"
+                f"WITH recorded AS ({update_call} RETURNING requested_by, waited_on),"
                 f" closed AS (UPDATE {att} SET {set_attempt} WHERE invocation_id = %s AND number = %s"
-                f" AND EXISTS (SELECT FROM recorded)) SELECT requested_by FROM recorded",
+                f" AND EXISTS (SELECT FROM recorded)) SELECT requested_by, waited_on FROM recorded",
                 [*call_params, *attempt_params, pk, attempt],
             )
             row = cursor.fetchone()
-            return None if row is None else row[0]
+            return None if row is None else (row[0], row[1])
         if _fast_claim_supported():  # UPDATE ... RETURNING (SQLite 3.35+)
-            cursor.execute(f"{update_call} RETURNING requested_by", call_params)
+            cursor.execute(f"{update_call} RETURNING requested_by, waited_on", call_params)
             row = cursor.fetchone()
         else:
             cursor.execute(update_call, call_params)
             row = None
             if cursor.rowcount == 1:
-                cursor.execute(f"SELECT requested_by FROM {inv} WHERE id = %s", [pk])
+                cursor.execute(f"SELECT requested_by, waited_on FROM {inv} WHERE id = %s", [pk])
                 row = cursor.fetchone()
         if row is None:
             return None
         cursor.execute(
             f"UPDATE {att} SET {set_attempt} WHERE invocation_id = %s AND number = %s", [*attempt_params, pk, attempt]
         )
-        return row[0]
+        return row[0], (bool(row[1]) if row[1] is not None else None)
 
 
 def check_output(capability: Capability, output: Any) -> list[str]:

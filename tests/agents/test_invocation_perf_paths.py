@@ -533,3 +533,49 @@ def test_invoke_refuses_an_option_of_the_wrong_type_or_range_and_creates_nothing
         invoke(**{option: value})
     assert option in refused.value.detail and repr(value) in refused.value.detail[option][0]
     assert not Invocation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outcome_wakes_its_channel_only_when_a_request_waits_for_it(calc, broker_url):
+    """Recording an outcome publishes a wake-up only for a call a request waits on (``waited_on``):
+    a call invoked to be waited for, or one a waiter asked about with ``watch`` (GET ?wait=)."""
+    from masplatform import notify
+
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+
+    def succeed(call):
+        claimed = services.claim(str(call.pk), agent=agent)
+        services.record_success(call.pk, attempt=claimed.attempt, output={"sum": 1}, started_at=timezone.now())
+
+    unwatched = invoke()
+    with notify.subscribed(f"invocation:{unwatched.pk}") as waiter:
+        succeed(unwatched)
+        assert waiter.wait(0.5, lambda: False) is False  # no wake-up: nobody asked for one
+    assert Invocation.objects.get(pk=unwatched.pk).status == "succeeded"
+
+    waited = invoke(waited_on=True)  # POST ?wait=: subscribed before the call exists
+    with notify.subscribed(f"invocation:{waited.pk}") as waiter:
+        succeed(waited)
+        assert waiter.wait(10, lambda: False) is True
+
+    watched = invoke()  # GET ?wait=: subscribe, then watch
+    with notify.subscribed(f"invocation:{watched.pk}") as waiter:
+        assert services.watch(watched.pk) is True
+        succeed(watched)
+        assert waiter.wait(10, lambda: False) is True
+
+    failing, cancelled = invoke(), invoke()
+    for call, finish in (
+        (failing, lambda c: services.record_failure(
+            c.pk, attempt=services.claim(str(c.pk), agent=agent).attempt, error_type="E", error_message="m"
+        )),
+        (cancelled, lambda c: services.cancel(c.pk)),
+    ):  # fmt: skip
+        with notify.subscribed(f"invocation:{call.pk}") as waiter:
+            assert services.watch(call.pk) is True
+            finish(call)
+            assert waiter.wait(10, lambda: False) is True
+    assert [Invocation.objects.get(pk=c.pk).status for c in (failing, cancelled)] == ["failed", "cancelled"]
+    # a finished call (or none) is not watched: the waiter reads it at once
+    assert services.watch(watched.pk) is False
+    assert services.watch("00000000-0000-0000-0000-000000000000") is False

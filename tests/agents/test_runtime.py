@@ -47,6 +47,24 @@ def test_a_call_runs_on_an_agent_and_its_output_is_recorded_through_the_api(proc
     wait_until(lambda: succeeded.search(worker.log_text()), timeout=10, message="the worker's 'succeeded' line")
 
 
+def test_a_get_that_waits_is_woken_when_the_running_call_finishes(processes, staff_user, tmp_path):
+    """GET ?wait= on a call queued without waiting asks for its wake-up (``watch``): it answers when the
+    call finishes, not at its next check of the database (every 5 s without a wake-up)."""
+    processes.agent(agent_id="sample-1")
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    marker = tmp_path / "started"
+    call = invoke("slow", {"seconds": 1.5, "started_marker": str(marker)})
+    wait_until(marker.exists, timeout=30, message="the call to start")
+    assert Invocation.objects.get(pk=call.pk).waited_on is None  # nobody asked for a wake-up until now
+    started = time.monotonic()
+    data = client.get(f"/api/invocations/{call.pk}/?wait=20").json()
+    took = time.monotonic() - started
+    assert data["status"] == "succeeded", data
+    assert took < 4.5, f"answered after {took:.1f} s: not woken by the outcome"
+    assert Invocation.objects.get(pk=call.pk).waited_on is True
+
+
 def test_calls_queued_by_invoke_many_run_once_each_and_count_for_the_agent(processes):
     processes.agent(agent_id="sample-1", concurrency=2)
     calls = services.invoke_many(

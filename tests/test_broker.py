@@ -106,6 +106,7 @@ def test_one_redis_client_per_channel_and_pool(broker_url):
 
 
 def test_celery_options_by_broker_url():
+    assert broker.INVOKE_TASK == INVOKE_TASK  # the task whose messages the transport acknowledges in memory
     assert broker.celery_options("redis://h:6379/1") == {"broker_transport": "masplatform.broker:Transport"}
     assert broker.celery_options("redis+socket:///v/redis.sock") == {"broker_url": "masp-redis+socket:///v/redis.sock"}
     assert broker.celery_options("rediss://h:6380/0") == {}

@@ -579,3 +579,26 @@ def test_an_outcome_wakes_its_channel_only_when_a_request_waits_for_it(calc, bro
     # a finished call (or none) is not watched: the waiter reads it at once
     assert services.watch(watched.pk) is False
     assert services.watch("00000000-0000-0000-0000-000000000000") is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_calls_message_names_it_in_its_task_id_and_arguments(calc, broker_url):
+    """What Celery's worker log and ``celery inspect`` show of a call's message: its id in the task id,
+    and its arguments as given (``argsrepr``, not Celery's saferepr of them)."""
+    import json
+
+    import redis
+
+    from agents import dispatch
+
+    if not dispatch.broker_is_redis():
+        pytest.skip("reads the message off a Redis list")
+    client = redis.Redis.from_url(broker_url.replace("redis+socket://", "unix://"))
+    call = invoke(priority=7)
+    key = f"cap.calculation:{dispatch.broker_priority(7)}" if dispatch.broker_priority(7) else "cap.calculation"
+    message = json.loads(client.lindex(key, 0))
+    headers = message["headers"]
+    assert headers["task"] == dispatch.INVOKE_TASK
+    assert headers["id"].startswith(f"{call.pk}.") and len(headers["id"]) == len(str(call.pk)) + 9
+    assert (headers["argsrepr"], headers["kwargsrepr"]) == (repr((str(call.pk),)), "{}")
+    assert headers["timelimit"] == [call.timeout + 10.0, call.timeout]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -227,6 +229,22 @@ def wait_seconds(request: Request) -> float:
 MAX_WAIT = 30
 
 
+def _finished_check(invocation_id: Any) -> Callable[[], bool]:
+    """``done`` for ``notify.wait`` on a call: its first check (made once subscribed) asks for the wake-up
+    with ``services.watch``, which also says whether the call has finished already; the later ones (every
+    5 s without a wake-up, or twice a second if the broker is down) only read."""
+    asked = False
+
+    def done() -> bool:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return not services.watch(invocation_id)
+        return Invocation.objects.filter(pk=invocation_id, status__in=FINISHED).exists()
+
+    return done
+
+
 @extend_schema_view(
     list=extend_schema(summary="Invocations (an agent token sees those it created)"),
     retrieve=extend_schema(
@@ -255,11 +273,8 @@ class InvocationViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.Retrie
 
     def _answer(self, invocation: Invocation, status_code: int = 200, wait: float = 0.0) -> Response:
         if wait and not invocation.is_finished:
-            # the call is read below in any case, and its channel is notified only once it has finished;
-            # subscribed first, then ``watch`` asks for that wake-up (and says whether it already has)
-            notify.wait(
-                f"invocation:{invocation.pk}", wait, lambda: not services.watch(invocation.pk), notified_means_done=True
-            )
+            # the call is read below in any case, and its channel is notified only once it has finished
+            notify.wait(f"invocation:{invocation.pk}", wait, _finished_check(invocation.pk), notified_means_done=True)
         fresh = self.get_queryset().get(pk=invocation.pk)
         return Response(self.get_serializer(fresh).data, status=status_code)
 

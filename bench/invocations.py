@@ -1163,7 +1163,7 @@ def per_call_breakdown(result: StackResult, n: int) -> None:
     labels = {
         "claim": "worker: services.claim",
         "check_output": "worker: services.check_output",
-        "record_success": "worker: services.record_success (incl. notify)",
+        "record_success": "worker: services.record_success",
     }
     originals = {name: getattr(services, name) for name in labels}
 
@@ -1272,7 +1272,7 @@ def per_call_breakdown(result: StackResult, n: int) -> None:
         "'commits' counts COMMITs (of atomic blocks, and SQLite's COMMIT statements of write_transaction; "
         "statements outside a transaction commit on their own); "
         "'statements' leaves out SQLite's BEGIN IMMEDIATE (its time is in 'SQL ms'); the publish of invoke() "
-        "and the notify of record_success are in 'rest'"
+        "is in 'rest'; these calls are not waited on, so record_success publishes no wake-up"
     )
 
 

@@ -102,13 +102,6 @@ class Channel(kombu_redis.Channel):
             cached = self.__dict__["_masp_client"] = (pool, super()._create_client())
         return cached[1]
 
-    def _restore(self, message: Any, leftmost: bool = False) -> None:
-        if message.delivery_tag in self.qos._in_memory:
-            self._restore_from_memory(message, leftmost=leftmost)
-            self.qos._in_memory.discard(message.delivery_tag)
-            return
-        super()._restore(message, leftmost=leftmost)
-
     def _restore_from_memory(self, message: Any, client: Any = None, leftmost: bool = False) -> None:
         delivery = message.delivery_info
         with self.conn_or_acquire(client) as client:

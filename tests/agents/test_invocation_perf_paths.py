@@ -545,7 +545,10 @@ def test_an_outcome_wakes_its_channel_only_when_a_request_waits_for_it(calc, bro
 
     def succeed(call):
         claimed = services.claim(str(call.pk), agent=agent)
-        services.record_success(call.pk, attempt=claimed.attempt, output={"sum": 1}, started_at=timezone.now())
+        # with started_at and requested_by, as the runtime records it: the one-statement path
+        services.record_success(
+            call.pk, attempt=claimed.attempt, output={"sum": 1}, started_at=timezone.now(), requested_by="user:x"
+        )
 
     unwatched = invoke()
     with notify.subscribed(f"invocation:{unwatched.pk}") as waiter:
@@ -582,11 +585,12 @@ def test_an_outcome_wakes_its_channel_only_when_a_request_waits_for_it(calc, bro
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_calls_message_names_it_in_its_task_id_and_arguments(calc, broker_url):
+def test_a_calls_message_names_it_in_its_task_id_and_arguments(calc, broker_url, monkeypatch):
     """What Celery's worker log and ``celery inspect`` show of a call's message: its id in the task id,
-    and its arguments as given (``argsrepr``, not Celery's saferepr of them)."""
+    and its arguments as given (``argsrepr``), without Celery's saferepr of them."""
     import json
 
+    import celery.app.amqp
     import redis
 
     from agents import dispatch
@@ -594,6 +598,11 @@ def test_a_calls_message_names_it_in_its_task_id_and_arguments(calc, broker_url)
     if not dispatch.broker_is_redis():
         pytest.skip("reads the message off a Redis list")
     client = redis.Redis.from_url(broker_url.replace("redis+socket://", "unix://"))
+
+    def no_saferepr(*args, **kwargs):
+        raise AssertionError("Celery's saferepr ran on a call's arguments")
+
+    monkeypatch.setattr(celery.app.amqp, "saferepr", no_saferepr)
     call = invoke(priority=7)
     key = f"cap.calculation:{dispatch.broker_priority(7)}" if dispatch.broker_priority(7) else "cap.calculation"
     message = json.loads(client.lindex(key, 0))

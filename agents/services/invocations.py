@@ -848,7 +848,7 @@ def _log_succeeded(invocation_id: Any, attempt: int, duration: float | None) -> 
 
 def _record_success_rows(
     invocation_id: Any, attempt: int, output: Any, now: datetime, duration: float | None
-) -> tuple[str, bool | None] | None:
+) -> tuple[str, Any] | None:
     """The call ``running`` with this attempt and no cancel -> ``succeeded``, and its attempt closed.
     Returns who requested the call and whether a request waits for it (``waited_on``), or None if the
     call did not match (nothing written). In the caller's transaction; without one, one statement on
@@ -900,7 +900,7 @@ def _record_success_rows(
         cursor.execute(
             f"UPDATE {att} SET {set_attempt} WHERE invocation_id = %s AND number = %s", [*attempt_params, pk, attempt]
         )
-        return row[0], (bool(row[1]) if row[1] is not None else None)
+        return row[0], row[1]
 
 
 def check_output(capability: Capability, output: Any) -> list[str]:

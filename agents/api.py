@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -291,15 +290,11 @@ class InvocationViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.Retrie
         if not wait:
             invocation, created = services.invoke(requested_by=requester(request), **serializer.validated_data)
             return self._answer(invocation, 201 if created else 200)
-        # subscribed before the call exists: no need to ask whether it has already finished
-        new_id = uuid.uuid4()
-        with notify.subscribed(f"invocation:{new_id}") as waiter:
-            invocation, created = services.invoke(
-                requested_by=requester(request), invocation_id=new_id, waited_on=True, **serializer.validated_data
-            )
-            if created:
-                waiter.wait(wait, lambda: Invocation.objects.filter(pk=new_id, status__in=FINISHED).exists())
-                return self._answer(invocation, 201)
+        invocation, created = services.invoke_and_wait(
+            wait, requested_by=requester(request), **serializer.validated_data
+        )
+        if created:
+            return self._answer(invocation, 201)
         return self._answer(invocation, 200, wait)  # the first call of this idempotency key
 
     def retrieve(self, request: Request, pk: str) -> Response:

@@ -28,9 +28,9 @@ Per stack, on one broker and in one run:
    (prefork, two worker processes) on the throwaway database. Throughput:
    ``--calls`` ``services.invoke(capability="noop", ...)`` from this process,
    each committed; the end time is the latest ``finished_at`` once all are
-   finished (checked every 50 ms). Round trip: subscribe to the call's
-   channel, ``invoke`` it, wait for the notification (what ``POST ?wait=`` in
-   the API does: ``masplatform.notify.subscribed``), one at a time. With ``--invoke-many N`` (250 by
+   finished (checked every 50 ms). Round trip: ``services.invoke_and_wait``
+   (what ``POST ?wait=`` in the API does: subscribe to the call's channel,
+   ``invoke`` it, wait for the notification), one at a time. With ``--invoke-many N`` (250 by
    default, 0 skips it), a second throughput run queues the calls with
    ``services.invoke_many`` in batches of N (one transaction and one broker
    connection per batch), reported beside the first.
@@ -758,8 +758,8 @@ def measure_all(
         "process may still be finishing the one before it, a no-op); platform = max(finished_at) of the calls"
     )
     result.notes.append(
-        "round trip: raw Celery = apply_async().get() on the Redis result backend; platform = invoke() + "
-        "notify.subscribed('invocation:<id>') + invoke() + its wait(), what POST ?wait= does"
+        "round trip: raw Celery = apply_async().get() on the Redis result backend; platform = "
+        "services.invoke_and_wait(), what POST ?wait= does"
     )
     if args.breakdown:
         per_call_breakdown(result, args.breakdown)
@@ -921,22 +921,15 @@ def platform_throughput(n: int, batch: int = 0) -> dict[str, Any]:
 def platform_roundtrip(n: int) -> list[float]:
     from agents import services
     from agents.models import Invocation, InvocationStatus
-    from agents.models.invocation import FINISHED
-    from masplatform import notify
 
     times = []
     for i in range(n):
         t0 = time.perf_counter()
-        # as POST /api/invocations/?wait= does: subscribed before the call exists, then invoke and wait
-        pk = uuid.uuid4()
-        with notify.subscribed(f"invocation:{pk}") as waiter:
-            services.invoke(
-                capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY, invocation_id=pk, waited_on=True
-            )
-            done = waiter.wait(30, lambda pk=pk: Invocation.objects.filter(pk=pk, status__in=FINISHED).exists())
+        # what POST /api/invocations/?wait= does: subscribed before the call exists, then invoke and wait
+        call, _ = services.invoke_and_wait(30, capability=CAPABILITY, input={"i": i}, requested_by=REQUESTED_BY)
         times.append(time.perf_counter() - t0)
-        if not done or Invocation.objects.get(pk=pk).status != InvocationStatus.SUCCEEDED:
-            raise RuntimeError(f"platform round trip: invocation {pk} did not succeed within 30 s")
+        if Invocation.objects.get(pk=call.pk).status != InvocationStatus.SUCCEEDED:
+            raise RuntimeError(f"platform round trip: invocation {call.pk} did not succeed within 30 s")
     return times
 
 

@@ -131,13 +131,16 @@ def invoke(
     idempotency_key: str | None = None,
     invocation_id: uuid.UUID | None = None,
     waited_on: bool = False,
+    durable: bool = True,
 ) -> tuple[Invocation, bool]:
     """Queue a call of ``capability``; returns (invocation, created).
 
     ``invocation_id``: the new call's id, chosen by the caller (a waiter subscribes to its channel
     before the call exists: ``notify.subscribed``); by default a new UUID. ``waited_on``: the caller
     will wait for the outcome on that channel, so recording it publishes a wake-up there (without it,
-    only a later ``watch`` asks for one).
+    only a later ``watch`` asks for one). ``durable=False`` (PostgreSQL, outside a transaction): the
+    INSERT commits without waiting for the disk, and the caller must not report the call to anyone
+    before it has finished or ``make_durable`` has returned (``invoke_and_wait`` does that).
 
     Validates ``input`` against the capability's input schema (InvalidInput,
     nothing created). With an ``idempotency_key``, the same requester sending
@@ -189,11 +192,13 @@ def invoke(
         dispatched_at=now,
         waited_on=waited_on or None,
     )
+    # not waiting for the disk is for a transaction of invoke's own only: never the caller's
+    durable = durable or transaction.get_connection().in_atomic_block
     try:
         # One INSERT, its own transaction unless the caller has one. With an idempotency key it runs in a
         # savepoint, so that a twin's IntegrityError leaves the caller's transaction usable.
         with transaction.atomic() if idempotency_key else contextlib.nullcontext():
-            while not _insert(invocation, capability_version=version):
+            while not _insert(invocation, capability_version=version, durable=durable):
                 # the capability changed (or went) since it was checked: check against the current one
                 _forget_capability(capability)
                 invocation.capability, version = _checked_capability(capability, input, cached=False)
@@ -654,15 +659,16 @@ def _forget_capability(name: str) -> None:
     _capabilities.pop(_capability_ids.pop(name, None), None)
 
 
-def _insert(invocation: Invocation, *, capability_version: Any) -> bool:
+def _insert(invocation: Invocation, *, capability_version: Any, durable: bool = True) -> bool:
     """INSERT ``invocation`` if its capability is still at ``capability_version``; False (nothing written)
     if it changed or was deleted. One plain statement, without building the ORM's query (the model has
-    no save hooks, auto_now fields or database-side defaults)."""
+    no save hooks, auto_now fields or database-side defaults). ``durable=False``: on PostgreSQL, its
+    transaction commits without waiting for the disk (``invoke``'s ``durable``)."""
     connection = transaction.get_connection()
     params = rows.db_values(Invocation, _CLAIM_FIELDS, invocation, connection)
     params += [invocation.capability_id, capability_version]
     with prepared.cursor(connection) as cursor:
-        cursor.execute(_insert_sql(connection.vendor), params)
+        cursor.execute(_insert_sql(connection.vendor, durable or connection.vendor != "postgresql"), params)
         if cursor.rowcount != 1:
             return False
     invocation._state.adding = False
@@ -671,16 +677,19 @@ def _insert(invocation: Invocation, *, capability_version: Any) -> bool:
 
 
 @functools.cache
-def _insert_sql(vendor: str) -> str:
+def _insert_sql(vendor: str, durable: bool = True) -> str:
     from django.db import connection
 
     qn = connection.ops.quote_name
     cap = qn(Capability._meta.db_table)
     columns = ", ".join(qn(f.column) for f in _CLAIM_FIELDS)
     values = ", ".join(prepared.typed(f, connection) for f in _CLAIM_FIELDS)  # a SELECT list: typed
+    source = cap
+    if not durable:  # PostgreSQL: set inside the statement (no extra round trip), until its commit only
+        source += " CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS commit_without_waiting"
     return (
         f"INSERT INTO {qn(Invocation._meta.db_table)} ({columns}) SELECT {values}"
-        f" FROM {cap} WHERE {cap}.id = %s AND {cap}.updated_at = %s"
+        f" FROM {source} WHERE {cap}.id = %s AND {cap}.updated_at = %s"
     )
 
 
@@ -769,6 +778,42 @@ def _finished(
     invocation_finished.send(sender=Invocation, invocation_id=pk, status=status, requested_by=requested_by)
     if waited_on:
         transaction.on_commit(lambda: notify.publish(f"invocation:{pk}", status))
+
+
+def invoke_and_wait(seconds: float, *, requested_by: str, **call: Any) -> tuple[Invocation, bool]:
+    """``invoke`` the call, then wait up to ``seconds`` for it to finish, as ``POST ?wait=`` does;
+    returns what ``invoke`` returned (read the call again for its state). A call named by a repeated
+    idempotency key is returned at once (``created`` False): the caller waits on it as on any other.
+
+    Subscribed to the call's wake-up before the call exists, so nothing is asked before the wait. The
+    INSERT commits without waiting for the disk (``durable=False``), because no answer can name the
+    call before it is there: either the call finished, and the commit of its outcome waited for the
+    write-ahead log up to itself, which holds the INSERT (the log is written in order); or the wait
+    ended first, and ``make_durable`` waits for it. The round trip pays for one flush instead of two.
+    """
+    new_id = uuid.uuid4()
+    with notify.subscribed(f"invocation:{new_id}") as waiter:
+        invocation, created = invoke(
+            requested_by=requested_by, invocation_id=new_id, waited_on=True, durable=False, **call
+        )
+        if not created or not waiter.wait(
+            seconds, lambda: Invocation.objects.filter(pk=new_id, status__in=FINISHED).exists()
+        ):
+            # unfinished (or an earlier request's call, which may be as young): on disk before it is named
+            make_durable(invocation.pk)
+    return invocation, created
+
+
+def make_durable(invocation_id: Any) -> None:
+    """Return once the call's row is on disk, even if its INSERT committed without waiting
+    (``invoke(durable=False)``). On PostgreSQL one write of the row, committed as usual: the commit
+    waits for the write-ahead log up to itself, and so for everything committed before it. Nothing to
+    do elsewhere, nor inside a transaction (its commit is the caller's)."""
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return
+    if not Invocation.objects.filter(pk=invocation_id).update(waited_on=F("waited_on")):
+        raise NotFound(f"invocation '{invocation_id}' is not in the database (did the database restart?)")
 
 
 def watch(invocation_id: Any) -> bool:

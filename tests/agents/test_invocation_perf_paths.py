@@ -12,7 +12,7 @@ from django.utils import timezone
 from agents import selectors, services
 from agents.models import Invocation, InvocationAttempt
 from agents.services import invocations as inv
-from masplatform.exceptions import InvalidInput
+from masplatform.exceptions import InvalidInput, NotFound
 from tests.factories import AgentFactory, CapabilityFactory
 
 pytestmark = pytest.mark.django_db
@@ -611,3 +611,55 @@ def test_a_calls_message_names_it_in_its_task_id_and_arguments(calc, broker_url,
     assert headers["id"].startswith(f"{call.pk}.") and len(headers["id"]) == len(str(call.pk)) + 9
     assert (headers["argsrepr"], headers["kwargsrepr"]) == (repr((str(call.pk),)), "{}")
     assert headers["timelimit"] == [call.timeout + 10.0, call.timeout]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_waited_call_commits_without_waiting_and_is_on_disk_before_it_is_named(calc, broker_url):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("commits that do not wait for the disk are PostgreSQL's")
+    # no worker: the wait ends first, and the answer names a queued call
+    call, created = services.invoke_and_wait(0.01, capability="calculation", input={"a": 1}, requested_by="user:x")
+    assert created and Invocation.objects.get(pk=call.pk).status == "queued"
+    with connection.cursor() as cursor:
+        # the INSERT alone committed without waiting; nothing after it inherits that
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        inserts = [s for (s,) in cursor.fetchall() if s.startswith('INSERT INTO "agents_invocation"')]
+    assert len(inserts) == 1 and "set_config('synchronous_commit', 'off', true)" in inserts[0]
+    # make_durable returns once the write-ahead log is on disk past the INSERT. Without it the log
+    # reaches the disk within the WAL writer's cycle (200 ms by default): some of these 20 would not be.
+    for _ in range(20):
+        pk = invoke(durable=False).pk
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
+            logged_to = cursor.fetchone()[0]
+            services.make_durable(pk)
+            cursor.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", [logged_to])
+            assert cursor.fetchone()[0] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_in_the_callers_transaction_is_never_committed_without_waiting(calc, broker_url):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("commits that do not wait for the disk are PostgreSQL's")
+    with transaction.atomic():
+        invoke(durable=False)
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_make_durable_of_a_call_the_database_does_not_have_says_so(calc):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a no-op elsewhere")
+    services.make_durable(invoke().pk)  # there: nothing to say
+    with pytest.raises(NotFound, match="not in the database"):
+        services.make_durable("00000000-0000-0000-0000-000000000000")

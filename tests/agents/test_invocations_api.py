@@ -87,6 +87,16 @@ def test_wait_answers_after_the_timeout_when_nothing_runs(staff_client, calc, br
     assert response.status_code == 201 and response.json()["status"] == "queued"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_waiting_post_with_a_repeated_idempotency_key_answers_with_the_first_call(staff_client, calc, broker_url):
+    body = {"capability": "calculation", "input": {"a": 1, "b": 2}, "idempotency_key": "k-w"}
+    first = staff_client.post("/api/invocations/?wait=0.2", body, format="json")
+    again = staff_client.post("/api/invocations/?wait=0.2", body, format="json")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"] and again.json()["status"] == "queued"
+    assert Invocation.objects.count() == 1
+
+
 def test_waiting_reasons(staff_client, calc):
     agent = AgentFactory(
         agent_id="calc-1", offers={"calculation": 1}, in_flight=1, max_concurrency=1, worker_name="agent.calc-1@host"

@@ -1,4 +1,4 @@
-"""DRF's exception handler, plus the services' errors as 400/404/409 JSON answers."""
+"""DRF's exception handler, plus the services' errors as 400/404/409/503 JSON answers."""
 
 from __future__ import annotations
 

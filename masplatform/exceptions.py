@@ -1,7 +1,7 @@
 """Errors that services raise, and the API's mapping of them to JSON answers.
 
 Services raise these instead of returning error values; the API turns them
-into 400/404/409 answers (masplatform.exception_handler), the admin into
+into 400/404/409/503 answers (masplatform.exception_handler), the admin into
 messages, commands into CLI errors. No web framework is imported here.
 """
 
@@ -32,3 +32,9 @@ class Conflict(ServiceError):
     """A request that clashes with the current state (409); the message names that state."""
 
     status_code = 409
+
+
+class Unavailable(ServiceError):
+    """Something the request needs is not there now; sending it again may work (503)."""
+
+    status_code = 503

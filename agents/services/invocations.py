@@ -55,7 +55,7 @@ from agents.models import (
 from agents.models.invocation import FINISHED
 from masplatform import notify, prepared, rows
 from masplatform.db.sqlite3 import base as sqlite_db
-from masplatform.exceptions import Conflict, InvalidInput, NotFound
+from masplatform.exceptions import Conflict, InvalidInput, NotFound, Unavailable
 
 logger = logging.getLogger("agents")
 
@@ -174,7 +174,7 @@ def invoke(
     if idempotency_key:
         existing = _by_key(requested_by, idempotency_key, digest)
         if existing:
-            return existing, False
+            return _on_disk(existing), False
     now = timezone.now()
     invocation = Invocation(
         id=invocation_id or uuid.uuid4(),
@@ -193,7 +193,8 @@ def invoke(
         waited_on=waited_on or None,
     )
     # not waiting for the disk is for a transaction of invoke's own only: never the caller's
-    durable = durable or transaction.get_connection().in_atomic_block
+    connection = transaction.get_connection()
+    durable = durable or connection.in_atomic_block or not connection.get_autocommit()
     try:
         # One INSERT, its own transaction unless the caller has one. With an idempotency key it runs in a
         # savepoint, so that a twin's IntegrityError leaves the caller's transaction usable.
@@ -210,7 +211,7 @@ def invoke(
         existing = _by_key(requested_by, idempotency_key, digest)  # a concurrent twin won the race
         if existing is None:
             raise
-        return existing, False
+        return _on_disk(existing), False
     logger.info(
         "event=invocation_queued invocation=%s capability=%s priority=%d requested_by=%s",
         invocation.pk,
@@ -567,7 +568,7 @@ def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Clai
     where_params = [pk, QUEUED, agent.pk, latest_start]
     if connection.vendor == "postgresql":
         # one statement (its own transaction outside an atomic block): the claim and the attempt's INSERT
-        sql = _claim_sql(connection.vendor, not connection.in_atomic_block)
+        sql = _claim_sql(connection.vendor, not connection.in_atomic_block and connection.get_autocommit())
         params = [RUNNING, agent.pk, at_now, at_now, grace, *where_params, agent.pk, Outcome.RUNNING, at_now]
         with prepared.cursor(connection) as cursor:
             cursor.execute(sql, params)
@@ -657,6 +658,15 @@ def _checked_capability(name: str, input: Any, *, cached: bool) -> tuple[Capabil
 
 def _forget_capability(name: str) -> None:
     _capabilities.pop(_capability_ids.pop(name, None), None)
+
+
+def _on_disk(invocation: Invocation) -> Invocation:
+    """``invocation``, an earlier request's call named again (its idempotency key), once it is on disk:
+    that request may have inserted it without waiting for the disk (``invoke_and_wait``) and still be
+    waiting. A finished call is: every outcome is committed durably."""
+    if not invocation.is_finished:
+        make_durable(invocation.pk)
+    return invocation
 
 
 def _insert(invocation: Invocation, *, capability_version: Any, durable: bool = True) -> bool:
@@ -790,17 +800,17 @@ def invoke_and_wait(seconds: float, *, requested_by: str, **call: Any) -> tuple[
     call before it is there: either the call finished, and the commit of its outcome waited for the
     write-ahead log up to itself, which holds the INSERT (the log is written in order); or the wait
     ended first, and ``make_durable`` waits for it. The round trip pays for one flush instead of two.
+    (``invoke`` returns a repeated key's call once it is on disk.)
     """
     new_id = uuid.uuid4()
     with notify.subscribed(f"invocation:{new_id}") as waiter:
         invocation, created = invoke(
             requested_by=requested_by, invocation_id=new_id, waited_on=True, durable=False, **call
         )
-        if not created or not waiter.wait(
+        if created and not waiter.wait(
             seconds, lambda: Invocation.objects.filter(pk=new_id, status__in=FINISHED).exists()
         ):
-            # unfinished (or an earlier request's call, which may be as young): on disk before it is named
-            make_durable(invocation.pk)
+            make_durable(invocation.pk)  # unfinished: on disk before it is named
     return invocation, created
 
 
@@ -810,10 +820,11 @@ def make_durable(invocation_id: Any) -> None:
     waits for the write-ahead log up to itself, and so for everything committed before it. Nothing to
     do elsewhere, nor inside a transaction (its commit is the caller's)."""
     connection = transaction.get_connection()
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
         return
     if not Invocation.objects.filter(pk=invocation_id).update(waited_on=F("waited_on")):
-        raise NotFound(f"invocation '{invocation_id}' is not in the database (did the database restart?)")
+        # inserted, never on disk, and gone: the database restarted in between (its agent may have run it)
+        raise Unavailable(f"invocation '{invocation_id}' was lost by the database (did it restart?); send it again")
 
 
 def watch(invocation_id: Any) -> bool:

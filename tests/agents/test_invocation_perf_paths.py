@@ -3,6 +3,8 @@ counters) keep every guarantee of the slow ones. Real database, no workers."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -12,7 +14,7 @@ from django.utils import timezone
 from agents import selectors, services
 from agents.models import Invocation, InvocationAttempt
 from agents.services import invocations as inv
-from masplatform.exceptions import InvalidInput, NotFound
+from masplatform.exceptions import InvalidInput, Unavailable
 from tests.factories import AgentFactory, CapabilityFactory
 
 pytestmark = pytest.mark.django_db
@@ -661,5 +663,48 @@ def test_make_durable_of_a_call_the_database_does_not_have_says_so(calc):
     if connection.vendor != "postgresql":
         pytest.skip("a no-op elsewhere")
     services.make_durable(invoke().pk)  # there: nothing to say
-    with pytest.raises(NotFound, match="not in the database"):
+    with pytest.raises(Unavailable, match="lost by the database"):
         services.make_durable("00000000-0000-0000-0000-000000000000")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invoke_and_wait_puts_on_disk_what_it_names_unless_it_finished(calc, broker_url, monkeypatch):
+    made_durable = []
+    original = inv.make_durable
+    monkeypatch.setattr(inv, "make_durable", lambda pk: (made_durable.append(str(pk)), original(pk))[1])
+    # the wait ends first: the queued call is made durable before it is returned
+    queued, created = services.invoke_and_wait(0.05, capability="calculation", input={"a": 1}, requested_by="u:x")
+    assert created and made_durable == [str(queued.pk)]
+
+    # the call finishes within the wait (an agent's claim and outcome, on another thread and connection):
+    # its durable outcome put the INSERT on disk, nothing more is written
+    agent = AgentFactory(agent_id="a", offers={"calculation": 1})
+
+    def run_the_next_call() -> None:
+        from django.db import connection as own_connection
+
+        try:
+            for _ in range(1000):
+                waiting = Invocation.objects.filter(status="queued").exclude(pk=queued.pk).first()
+                if waiting is not None:
+                    claimed = services.claim(str(waiting.pk), agent=agent)
+                    services.record_success(waiting.pk, attempt=claimed.attempt, output={"sum": 3})
+                    return
+                time.sleep(0.01)
+        finally:
+            own_connection.close()
+
+    agent_thread = threading.Thread(target=run_the_next_call)
+    agent_thread.start()
+    finished, created = services.invoke_and_wait(10, capability="calculation", input={"a": 2}, requested_by="u:x")
+    agent_thread.join()
+    assert created and Invocation.objects.get(pk=finished.pk).status == "succeeded"
+    assert made_durable == [str(queued.pk)]
+
+    # a repeated idempotency key names an earlier request's call: on disk before invoke returns it, unless
+    # it has finished
+    made_durable.clear()
+    keyed = invoke(idempotency_key="k")
+    assert invoke(idempotency_key="k").pk == keyed.pk and made_durable == [str(keyed.pk)]
+    Invocation.objects.filter(pk=keyed.pk).update(status="succeeded")
+    assert invoke(idempotency_key="k").pk == keyed.pk and made_durable == [str(keyed.pk)]

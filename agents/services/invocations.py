@@ -193,8 +193,7 @@ def invoke(
         waited_on=waited_on or None,
     )
     # not waiting for the disk is for a transaction of invoke's own only: never the caller's
-    connection = transaction.get_connection()
-    durable = durable or connection.in_atomic_block or not connection.get_autocommit()
+    durable = durable or not _autocommitting(transaction.get_connection())
     try:
         # One INSERT, its own transaction unless the caller has one. With an idempotency key it runs in a
         # savepoint, so that a twin's IntegrityError leaves the caller's transaction usable.
@@ -509,6 +508,12 @@ _TIMEOUT, _DEADLINE, _ATTEMPT = (
 )
 
 
+def _autocommitting(connection: Any) -> bool:
+    """Whether a statement on ``connection`` commits by itself (no caller's transaction is open): only
+    then may it choose how its own commit waits for the disk."""
+    return not connection.in_atomic_block and connection.get_autocommit()
+
+
 def _fast_claim_supported() -> bool:
     """``UPDATE ... RETURNING``: PostgreSQL, and SQLite from 3.35 (as Django's INSERT ... RETURNING)."""
     connection = transaction.get_connection()
@@ -568,7 +573,7 @@ def _claim_fast(invocation_id: str, agent: Agent, timeout: float | None) -> Clai
     where_params = [pk, QUEUED, agent.pk, latest_start]
     if connection.vendor == "postgresql":
         # one statement (its own transaction outside an atomic block): the claim and the attempt's INSERT
-        sql = _claim_sql(connection.vendor, not connection.in_atomic_block and connection.get_autocommit())
+        sql = _claim_sql(connection.vendor, _autocommitting(connection))
         params = [RUNNING, agent.pk, at_now, at_now, grace, *where_params, agent.pk, Outcome.RUNNING, at_now]
         with prepared.cursor(connection) as cursor:
             cursor.execute(sql, params)
@@ -820,7 +825,7 @@ def make_durable(invocation_id: Any) -> None:
     waits for the write-ahead log up to itself, and so for everything committed before it. Nothing to
     do elsewhere, nor inside a transaction (its commit is the caller's)."""
     connection = transaction.get_connection()
-    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
+    if connection.vendor != "postgresql" or not _autocommitting(connection):
         return
     if not Invocation.objects.filter(pk=invocation_id).update(waited_on=F("waited_on")):
         # inserted, never on disk, and gone: the database restarted in between (its agent may have run it)

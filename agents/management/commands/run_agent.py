@@ -28,6 +28,53 @@ def load_definition(module_path: str) -> AgentDefinition:
     return found[0]
 
 
+# `celery worker` options that run_agent sets itself: the agent's queues and worker name route its calls,
+# and its pool size is the concurrency the registry records and the heartbeat's "busy" is measured against.
+_OWN_OPTIONS = {
+    "-c": "--concurrency",
+    "--concurrency": "--concurrency",
+    "-P": "--pool",
+    "--pool": "--pool",
+    "-l": "--loglevel",
+    "--loglevel": "--loglevel",
+}
+_REFUSED_OPTIONS = {
+    "-Q": "the queues are the agent's capabilities' and its own",
+    "--queues": "the queues are the agent's capabilities' and its own",
+    "-X": "the queues are the agent's capabilities' and its own",
+    "--exclude-queues": "the queues are the agent's capabilities' and its own",
+    "-n": "the worker name is agent.<agent_id>@<host>",
+    "--hostname": "the worker name is agent.<agent_id>@<host>",
+    "--autoscale": "the registry records a fixed concurrency; use --concurrency",
+}
+
+
+def split_worker_args(worker_args: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The options of ``worker_args`` that run_agent owns (as ``{"--concurrency": "8"}``: ``-c 8``,
+    ``-c8``, ``--concurrency=8`` alike) and the rest, passed on to ``celery worker``. Options that would
+    take the agent's routing out of run_agent's hands are a ``CommandError``."""
+    own: dict[str, str] = {}
+    rest: list[str] = []
+    args = iter(worker_args)
+    for arg in args:
+        name, value = arg, None
+        if arg.startswith("--") and "=" in arg:
+            name, value = arg.split("=", 1)
+        elif len(arg) > 2 and arg[0] == "-" and arg[1] != "-" and arg[:2] in _OWN_OPTIONS | _REFUSED_OPTIONS:
+            name, value = arg[:2], arg[2:]
+        if name in _REFUSED_OPTIONS:
+            raise CommandError(f"run_agent sets {name} itself: {_REFUSED_OPTIONS[name]}")
+        if name not in _OWN_OPTIONS:
+            rest.append(arg)
+            continue
+        if value is None:
+            value = next(args, None)
+            if value is None:
+                raise CommandError(f"{name} needs a value")
+        own[_OWN_OPTIONS[name]] = value
+    return own, rest
+
+
 class Command(BaseCommand):
     help = (
         "Run one agent: a Celery worker that registers the agent, consumes cap.<name> for each of its "
@@ -56,6 +103,15 @@ class Command(BaseCommand):
         worker_args: list[str],
         **options,
     ):
+        # `celery worker`'s own spellings after -- (-c 8, -P threads, -l DEBUG) count as run_agent's options
+        own, worker_args = split_worker_args(worker_args)
+        if "--concurrency" in own:
+            try:
+                concurrency = int(own["--concurrency"])
+            except ValueError:
+                raise CommandError(f"--concurrency must be a number, not '{own['--concurrency']}'") from None
+        pool = own.get("--pool", pool)
+        loglevel = own.get("--loglevel", loglevel)
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
         definition = load_definition(module)

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -234,6 +235,9 @@ class Heartbeat(threading.Thread):
         self.runtime = runtime
         self.stopping = threading.Event()
         self.sent_state: str | None = None
+        # psutil measures a process's CPU between two calls on the same Process object: the pool processes'
+        # objects are kept from one beat to the next (a new one's first reading is always 0)
+        self.children: dict[int, Any] = {}
         try:
             import psutil
 
@@ -243,10 +247,22 @@ class Heartbeat(threading.Thread):
             self.process = None
 
     def cpu_load(self) -> float:
+        """The worker's CPU use since the last beat (main and pool processes), as a share of all CPUs."""
         if self.process is None:
             return 0.0
         try:
-            total = self.process.cpu_percent(None) + sum(c.cpu_percent(None) for c in self.process.children(True))
+            total = self.process.cpu_percent(None)
+            children = {}
+            for child in self.process.children(recursive=True):
+                known = self.children.get(child.pid)
+                if known is not None and known.create_time() == child.create_time():
+                    child = known  # the same process as at the last beat (not a new one with its pid)
+                try:
+                    total += child.cpu_percent(None)  # 0 at the first reading of a new pool process
+                except Exception:  # exited meanwhile
+                    continue
+                children[child.pid] = child
+            self.children = children
         except Exception:
             return 0.0
         return max(0.0, min(1.0, total / 100.0 / (os.cpu_count() or 1)))

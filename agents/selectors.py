@@ -185,8 +185,9 @@ def queue_depth(queue_name: str) -> int | None:
         with app.connection_for_read() as conn:
             return conn.default_channel.queue_declare(queue=queue_name, passive=True).message_count
     except ChannelError as exc:
-        # 404: never declared, or on Redis simply empty (an empty list does not exist): nothing waits
-        return 0 if getattr(exc, "reply_code", None) == 404 else None
+        # 404: never declared, or on Redis simply empty (an empty list does not exist): nothing waits.
+        # py-amqp's reply_code is the number, kombu's virtual transports (Redis, ours) pass the string.
+        return 0 if str(getattr(exc, "reply_code", "")) == "404" else None
     except Exception:  # a broker hiccup: unknown, not an error
         return None
 

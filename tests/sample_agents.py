@@ -58,7 +58,10 @@ def bad_output(data, ctx):
 
 @agent.capability("stubborn", input_schema=ANY, output_schema=ANY)
 def stubborn(data, ctx):
-    """Ignores the soft time limit, so only the hard one stops it."""
+    """Ignores the soft time limit, so only the hard one stops it. Writes its process id to
+    ``data["pid_file"]``, if given, so a test can tell that process was killed."""
+    if data.get("pid_file"):
+        Path(data["pid_file"]).write_text(str(os.getpid()))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -66,6 +69,24 @@ def stubborn(data, ctx):
         except SoftTimeLimitExceeded:
             pass
     return {}
+
+
+@agent.capability("context", input_schema=ANY, output_schema=ANY)
+def context(data, ctx):
+    """What the function sees of its call's deadline."""
+    return {"deadline": ctx.deadline.isoformat(), "remaining": ctx.remaining}
+
+
+@agent.capability("burn", input_schema={"type": "object", "required": ["seconds"]}, output_schema=ANY)
+def burn(data, ctx):
+    """Keeps a CPU busy for ``seconds`` (the heartbeat's CPU load should show it)."""
+    marker = data.get("started_marker")
+    if marker:
+        Path(marker).write_text(ctx.agent_id)
+    end, spins = time.monotonic() + data["seconds"], 0
+    while time.monotonic() < end:
+        spins += 1
+    return {"spins": spins}
 
 
 @agent.capability("crash", input_schema=ANY, output_schema=ANY)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from agents import selectors, services
@@ -175,6 +178,15 @@ def test_list_filters(user_client, calc):
     assert user_client.get("/api/invocations/?requested_by=agent:z").json()["count"] == 1
     assert user_client.get("/api/invocations/?status=queued&status=running").json()["count"] == 4
     assert user_client.get("/api/invocations/?status=exploded").status_code == 400
+    runner = AgentFactory(agent_id="runner", offers={"calculation": 1})
+    ran = Invocation.objects.filter(capability__name="calculation").first()
+    services.claim(str(ran.pk), agent=runner)
+    assert [i["id"] for i in user_client.get("/api/invocations/?agent=runner").json()["results"]] == [str(ran.pk)]
+    assert user_client.get("/api/invocations/?agent=nobody").json()["count"] == 0
+    Invocation.objects.exclude(pk=ran.pk).update(created_at=timezone.now() - timedelta(days=2))
+    since = (timezone.now() - timedelta(days=1)).isoformat()
+    assert [i["id"] for i in user_client.get("/api/invocations/", {"since": since}).json()["results"]] == [str(ran.pk)]
+    assert user_client.get("/api/invocations/?since=yesterday").status_code == 400
 
 
 def test_a_traceback_is_for_staff_only(user_client, calc):

@@ -31,6 +31,20 @@ def invoke(capability: str, input: dict, **kwargs) -> Invocation:
     return services.invoke(capability=capability, input=input, requested_by="user:test", **kwargs)[0]
 
 
+def invoke_started(capability: str, input: dict, tmp_path) -> Invocation:
+    """Invoke a sample capability that writes ``started_marker`` when its function starts; return once it has."""
+    marker = tmp_path / f"started-{capability}"
+    invocation = invoke(capability, {**input, "started_marker": str(marker)})
+    wait_until(marker.exists, message=f"the {capability} call to start")
+    return invocation
+
+
+def staff_api(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
 def test_a_call_runs_on_an_agent_and_its_output_is_recorded_through_the_api(processes, staff_user):
     worker = processes.agent(agent_id="sample-1")
     client = APIClient()
@@ -127,6 +141,7 @@ def test_retries_back_off_and_keep_each_error(processes):
     attempts = list(InvocationAttempt.objects.filter(invocation=ok).order_by("number"))
     assert [a.outcome for a in attempts] == ["failed", "failed", "succeeded"]
     assert [a.error_message for a in attempts[:2]] == ["failure number 1", "failure number 2"]
+    assert ok.error_type == ok.error_message == ""  # the call's error is cleared; its attempts keep theirs
     for before, after, base in zip(attempts, attempts[1:], (0.2, 0.4), strict=False):
         assert (after.started_at - before.finished_at).total_seconds() >= base / 2  # backoff with jitter
     gave_up = finished(invoke("flaky", {"fail_times": 5}, max_retries=1))
@@ -139,10 +154,32 @@ def test_soft_time_limit_times_out_the_attempt(processes):
     assert invocation.status == "timed_out" and invocation.error_type == "SoftTimeLimitExceeded"
 
 
-def test_hard_time_limit_kills_it_and_the_deadline_sweep_records_it(processes):
-    processes.agent(agent_id="sample-1")
+def test_hard_time_limit_kills_it_and_the_deadline_sweep_records_it(processes, tmp_path):
+    import psutil
+
+    worker = processes.agent(agent_id="sample-1")
+    pid_file = tmp_path / "pid"
     with override_settings(MASP_HARD_TIMEOUT_GRACE=1):
-        invocation = invoke("stubborn", {}, timeout=1)
+        invocation = invoke("stubborn", {"pid_file": str(pid_file)}, timeout=1)
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), message="the call to start")
+    pool_process = int(pid_file.read_text())
+
+    def killed():
+        try:
+            return psutil.Process(pool_process).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    # the function ignores the soft limit: only the hard one (timeout + grace = 2 s) stops it, by killing
+    # the pool process that runs it; it would otherwise run for 60 s
+    wait_until(killed, timeout=20, message="the hard time limit to kill the pool process")
+    wait_until(
+        lambda: re.search(
+            r"Hard time limit \(2(\.0)?s\) exceeded for agents\.tasks\.run_invocation", worker.log_text()
+        ),
+        timeout=5,
+        message="Celery's hard time limit line in the worker's log",
+    )
 
     def swept():
         services.sweep_deadlines()
@@ -175,11 +212,8 @@ def test_cancel_a_queued_call_before_any_agent_and_a_running_one(processes, tmp_
 
 def test_drain_stops_new_work_while_the_call_in_flight_finishes(processes, staff_user, tmp_path):
     processes.agent(agent_id="sample-1")
-    client = APIClient()
-    client.force_authenticate(staff_user)
-    marker = tmp_path / "started"
-    first = invoke("slow", {"seconds": 2, "started_marker": str(marker)})
-    wait_until(marker.exists, message="the first call to start")
+    client = staff_api(staff_user)
+    first = invoke_started("slow", {"seconds": 2}, tmp_path)
     response = client.post("/api/agents/sample-1/drain/")
     assert response.status_code == 200 and response.json()["acknowledged"] is True, response.content
     second = invoke("echo", {"late": True})
@@ -192,6 +226,48 @@ def test_drain_stops_new_work_while_the_call_in_flight_finishes(processes, staff
     assert Agent.objects.get(agent_id="sample-1").state == "draining"
     assert client.post("/api/agents/sample-1/resume/").json()["acknowledged"] is True
     assert finished(second).status == "succeeded"
+    # an empty queue (on Redis its list is gone) waits 0, not "unknown"
+    assert selectors.queue_depth("cap.echo") == 0
+    assert client.get("/api/capabilities/echo/").json()["fleet"]["queue_depth"] == 0
+
+
+def test_shutdown_over_the_api_finishes_the_call_in_flight_then_stops_the_worker(processes, staff_user, tmp_path):
+    agent = processes.agent(agent_id="sample-1")
+    call = invoke_started("slow", {"seconds": 2}, tmp_path)
+    response = staff_api(staff_user).post("/api/agents/sample-1/shutdown/")
+    assert response.status_code == 200 and response.json()["acknowledged"] is True, response.content
+    assert finished(call).status == "succeeded"
+    assert agent.popen.wait(30) == 0
+    assert Agent.objects.get(agent_id="sample-1").state == "offline"
+
+
+def test_the_heartbeat_reports_calls_in_flight_cpu_load_and_busy_at_its_concurrency(processes, tmp_path):
+    processes.agent(agent_id="sample-1", concurrency=1)  # heartbeats every second (tests/processes.py)
+    call = invoke_started("burn", {"seconds": 5}, tmp_path)
+
+    def busy():
+        agent = Agent.objects.get(agent_id="sample-1")
+        return agent.state == "busy" and agent.in_flight == 1 and agent.cpu_load > 0.05
+
+    wait_until(busy, timeout=4.5, message="a heartbeat with the call in flight, busy, its CPU load")
+    assert finished(call).status == "succeeded"
+
+    def idle():
+        agent = Agent.objects.get(agent_id="sample-1")
+        return agent.state == "idle" and agent.in_flight == 0
+
+    wait_until(idle, timeout=5, message="a heartbeat with nothing in flight, idle")
+
+
+def test_the_function_sees_its_deadline(processes):
+    from datetime import datetime, timedelta
+
+    processes.agent(agent_id="sample-1")
+    call = finished(invoke("context", {}, timeout=7))
+    assert call.status == "succeeded", call.error_message
+    deadline = datetime.fromisoformat(call.output["deadline"])
+    assert abs((deadline - (call.started_at + timedelta(seconds=7))).total_seconds()) < 0.001
+    assert 0 < call.output["remaining"] <= 7
 
 
 def test_a_killed_worker_loses_nothing_the_call_runs_once_on_a_live_agent(processes, tmp_path):

@@ -341,7 +341,9 @@ def test_fleet_command_drains_shows_and_resumes_a_worker_and_shuts_it_down(proce
     wait_until(lambda: Agent.objects.get(agent_id="sample-1").state == "offline", message="offline after shutdown")
 
 
-def test_invocations_run_with_rabbitmq_as_the_broker(processes):
+def test_invocations_run_with_rabbitmq_as_the_broker_highest_priority_first(processes):
+    """On RabbitMQ (queues declared with x-max-priority), a call waiting in the queue is overtaken by a
+    higher-priority call published after it, as on Redis (docs/operations.md)."""
     import subprocess
     import sys
 
@@ -360,27 +362,40 @@ def test_invocations_run_with_rabbitmq_as_the_broker(processes):
             pytest.fail(f"RabbitMQ not reachable at {url} and MASP_REQUIRE_SERVICES=1")
         pytest.skip(f"RabbitMQ not reachable at {url}")
     queues = [f"cap.{name}" for name in sample.capabilities] + ["agent.sample-amqp"]
-    try:
-        processes.agent(agent_id="sample-amqp", MASP_BROKER_URL=url)
-        code = (
-            "from agents import services; "
-            "print(services.invoke(capability='echo', input={'via': 'amqp'}, requested_by='user:amqp',"
-            " priority=9)[0].pk)"
-        )
-        env = {**process_env(), "MASP_BROKER_URL": url}
-        result = subprocess.run(
+    env = {**process_env(), "MASP_BROKER_URL": url}
+
+    def on_rabbitmq(code: str) -> list[str]:
+        """Run ``code`` in a process of the platform on RabbitMQ (this one's Celery app is on the test broker)."""
+        done = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", code],
             cwd=settings.BASE_DIR,
             env=env,
             capture_output=True,
             text=True,
             timeout=120,
-            check=True,
         )
-        invocation = Invocation.objects.get(pk=result.stdout.strip().splitlines()[-1])
-        done = finished(invocation)
-        assert done.status == "succeeded" and done.agent.agent_id == "sample-amqp"
-        assert done.output["echo"] == {"via": "amqp"}
+        assert done.returncode == 0, done.stderr
+        return [line[3:] for line in done.stdout.splitlines() if line.startswith("pk=")]
+
+    def waiting() -> int:
+        with Connection(url) as conn:
+            return conn.default_channel.queue_declare("cap.echo", passive=True).message_count
+
+    try:
+        processes.agent(agent_id="sample-amqp", concurrency=1, MASP_BROKER_URL=url)
+        pks = on_rabbitmq(
+            "from agents import services; from agents.services import fleet\n"
+            "assert fleet.drain(agent_id='sample-amqp').acknowledged\n"
+            "for p in (0, 0, 0, 9):\n"
+            "    print('pk=', services.invoke(capability='echo', input={'p': p}, requested_by='user:amqp', priority=p)[0].pk, sep='')"
+        )
+        wait_until(lambda: waiting() == 4, message="four calls waiting in the RabbitMQ queue")
+        on_rabbitmq("from agents.services import fleet; assert fleet.resume(agent_id='sample-amqp').acknowledged")
+        calls = [finished(Invocation.objects.get(pk=pk)) for pk in pks]
+        assert all(c.status == "succeeded" and c.agent.agent_id == "sample-amqp" for c in calls)
+        assert calls[0].output["echo"] == {"p": 0}
+        first = min(calls, key=lambda c: c.started_at)
+        assert first.pk == calls[-1].pk, [(c.priority, c.started_at) for c in calls]
     finally:
         with Connection(url) as conn:
             channel = conn.channel()

@@ -310,6 +310,12 @@ def test_an_agent_offering_nothing_is_never_sent_work(processes):
     for call in calls:
         assert finished(call).agent.agent_id == "sample-1"
     assert not Invocation.objects.filter(agent__agent_id="idle-one").exists()
+    # nor can a call be pinned to it (its own queue is the only one it consumes)
+    from masplatform.exceptions import InvalidInput
+
+    with pytest.raises(InvalidInput, match="does not offer"):
+        invoke("echo", {}, agent="idle-one")
+    assert Invocation.objects.count() == 20
 
 
 def test_sigterm_finishes_the_call_in_flight_then_goes_offline(processes, tmp_path):

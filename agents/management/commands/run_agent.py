@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import sys
+from typing import Any
 
 from celery import signals
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agents import dispatch, runtime, services
 from agents.models import AgentState
@@ -38,41 +40,85 @@ _OWN_OPTIONS = {
     "-l": "--loglevel",
     "--loglevel": "--loglevel",
 }
+_QUEUES = "the queues are the agent's capabilities' and its own"
 _REFUSED_OPTIONS = {
-    "-Q": "the queues are the agent's capabilities' and its own",
-    "--queues": "the queues are the agent's capabilities' and its own",
-    "-X": "the queues are the agent's capabilities' and its own",
-    "--exclude-queues": "the queues are the agent's capabilities' and its own",
+    "-Q": _QUEUES,
+    "--queues": _QUEUES,
+    "-X": _QUEUES,
+    "--exclude-queues": _QUEUES,
     "-n": "the worker name is agent.<agent_id>@<host>",
     "--hostname": "the worker name is agent.<agent_id>@<host>",
     "--autoscale": "the registry records a fixed concurrency; use --concurrency",
+    "-D": "the worker runs in run_agent's process, which registered the agent and heartbeats for it",
+    "--detach": "the worker runs in run_agent's process, which registered the agent and heartbeats for it",
+    "--pool-start-method": "the pool processes are forked from run_agent's process, where the agent is set up",
+    "--purge": "it would empty capability queues that other agents share",
+    "--discard": "it would empty capability queues that other agents share",
 }
+# `celery worker`'s one-letter options: without a value, and with one (which may follow in the same
+# argument, "-c8", after flags, "-Ec8", as click parses them)
+_SHORT_FLAGS = frozenset("DEB")
+_SHORT_WITH_VALUE = frozenset("nSlOcPQXIsf")
 
 
 def split_worker_args(worker_args: list[str]) -> tuple[dict[str, str], list[str]]:
     """The options of ``worker_args`` that run_agent owns (as ``{"--concurrency": "8"}``: ``-c 8``,
-    ``-c8``, ``--concurrency=8`` alike) and the rest, passed on to ``celery worker``. Options that would
-    take the agent's routing out of run_agent's hands are a ``CommandError``."""
+    ``-c8``, ``-Ec8``, ``--concurrency=8`` alike) and the rest, passed on to ``celery worker``. Options
+    that would take the agent's routing or set-up out of run_agent's hands are a ``CommandError``."""
     own: dict[str, str] = {}
     rest: list[str] = []
     args = iter(worker_args)
-    for arg in args:
-        name, value = arg, None
-        if arg.startswith("--") and "=" in arg:
-            name, value = arg.split("=", 1)
-        elif len(arg) > 2 and arg[0] == "-" and arg[1] != "-" and arg[:2] in _OWN_OPTIONS | _REFUSED_OPTIONS:
-            name, value = arg[:2], arg[2:]
-        if name in _REFUSED_OPTIONS:
-            raise CommandError(f"run_agent sets {name} itself: {_REFUSED_OPTIONS[name]}")
-        if name not in _OWN_OPTIONS:
-            rest.append(arg)
-            continue
+
+    def value_of(name: str, value: str | None) -> str:
         if value is None:
             value = next(args, None)
             if value is None:
                 raise CommandError(f"{name} needs a value")
-        own[_OWN_OPTIONS[name]] = value
+        return value
+
+    def taken(name: str, value: str | None) -> bool:
+        """Whether run_agent takes option ``name`` (refusing the refused ones)."""
+        if name in _REFUSED_OPTIONS:
+            raise CommandError(f"run_agent does not run a worker with {name}: {_REFUSED_OPTIONS[name]}")
+        if name not in _OWN_OPTIONS:
+            return False
+        own[_OWN_OPTIONS[name]] = value_of(name, value)
+        return True
+
+    for arg in args:
+        if arg.startswith("--"):
+            name, has_value, value = arg.partition("=")
+            if not taken(name, value if has_value else None):
+                rest.append(arg)
+            continue
+        if not arg.startswith("-") or len(arg) < 2:
+            rest.append(arg)
+            continue
+        for i, letter in enumerate(arg[1:], start=1):  # flags, then at most one option with its value
+            name = f"-{letter}"
+            if letter in _SHORT_FLAGS:
+                if not taken(name, None):
+                    rest.append(name)
+            elif letter in _SHORT_WITH_VALUE:
+                value = arg[i + 1 :] or None
+                if not taken(name, value):
+                    rest += [name, value_of(name, value)]
+                break
+            else:  # not one of celery worker's: as it is, for Celery to judge
+                rest.append(f"-{arg[i:]}")
+                break
     return own, rest
+
+
+def _concurrency(value: str) -> int:
+    from celery.utils.sysinfo import available_cpu_count, is_auto_concurrency
+
+    if is_auto_concurrency(value):  # as celery worker -c auto: one process per CPU available
+        return available_cpu_count()
+    try:
+        return int(value)
+    except ValueError:
+        raise CommandError(f"--concurrency must be a number or 'auto', not '{value}'") from None
 
 
 class Command(BaseCommand):
@@ -82,10 +128,31 @@ class Command(BaseCommand):
         "the calls in flight. Options after -- go to `celery worker` (e.g. -- -P threads)."
     )
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parse_args = parser.parse_args
+
+        def parse_with_dashes(args: Any = None, namespace: Any = None) -> Any:
+            # argparse refuses `--` once options came before it (the positional worker_args was already
+            # filled, empty): what follows `--` is set aside here, before the rest is parsed
+            args = list(sys.argv[1:] if args is None else args)
+            after: list[str] = []
+            if "--" in args:
+                cut = args.index("--")
+                args, after = args[:cut], args[cut + 1 :]
+            parsed = parse_args(args, namespace)
+            parsed.worker_args = [*parsed.worker_args, *after]
+            return parsed
+
+        parser.parse_args = parse_with_dashes
+        return parser
+
     def add_arguments(self, parser):
         parser.add_argument("module", help="dotted path of a module defining one AgentDefinition")
         parser.add_argument("--agent-id", help="run under this agent_id instead of the module's")
-        parser.add_argument("--concurrency", type=int, default=1, help="calls run at once (worker processes)")
+        parser.add_argument(
+            "--concurrency", default="1", help="calls run at once (worker processes or threads); 'auto': one per CPU"
+        )
         parser.add_argument(
             "--pool", default="prefork", help="Celery pool: prefork (default; time limits work), threads or solo"
         )
@@ -97,7 +164,7 @@ class Command(BaseCommand):
         *args,
         module: str,
         agent_id: str | None,
-        concurrency: int,
+        concurrency: str | int,
         pool: str,
         loglevel: str,
         worker_args: list[str],
@@ -105,15 +172,15 @@ class Command(BaseCommand):
     ):
         # `celery worker`'s own spellings after -- (-c 8, -P threads, -l DEBUG) count as run_agent's options
         own, worker_args = split_worker_args(worker_args)
-        if "--concurrency" in own:
-            try:
-                concurrency = int(own["--concurrency"])
-            except ValueError:
-                raise CommandError(f"--concurrency must be a number, not '{own['--concurrency']}'") from None
+        concurrency = _concurrency(str(own.get("--concurrency", concurrency)))
         pool = own.get("--pool", pool)
         loglevel = own.get("--loglevel", loglevel)
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
+        if pool == "solo" and concurrency != 1:
+            raise CommandError(
+                f"the solo pool runs one call at a time: --concurrency {concurrency} needs prefork or threads"
+            )
         definition = load_definition(module)
         if agent_id:
             definition = definition.with_id(agent_id)

@@ -11,7 +11,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -235,37 +234,41 @@ class Heartbeat(threading.Thread):
         self.runtime = runtime
         self.stopping = threading.Event()
         self.sent_state: str | None = None
-        # psutil measures a process's CPU between two calls on the same Process object: the pool processes'
-        # objects are kept from one beat to the next (a new one's first reading is always 0)
-        self.children: dict[int, Any] = {}
         try:
             import psutil
 
             self.process = psutil.Process(os.getpid())
-            self.process.cpu_percent(None)
         except Exception:
             self.process = None
+        self.last_reading = self.cpu_seconds()
+
+    def cpu_seconds(self) -> tuple[float, float] | None:
+        """(CPU seconds used so far by the worker, monotonic time). The main process's own time, its
+        children's, and the time of the children it has reaped: a pool process that exits between two
+        beats (``--max-tasks-per-child``, a hard time limit) still counts. None if it cannot be read."""
+        if self.process is None:
+            return None
+        try:
+            times = self.process.cpu_times()
+            total = times.user + times.system + times.children_user + times.children_system
+            for child in self.process.children(recursive=True):
+                try:
+                    times = child.cpu_times()
+                except Exception:  # exited (and reaped) meanwhile: its time is in children_* at the next beat
+                    continue
+                total += times.user + times.system
+        except Exception:
+            return None
+        return total, time.monotonic()
 
     def cpu_load(self) -> float:
         """The worker's CPU use since the last beat (main and pool processes), as a share of all CPUs."""
-        if self.process is None:
+        reading, last = self.cpu_seconds(), self.last_reading
+        self.last_reading = reading
+        if reading is None or last is None or reading[1] <= last[1]:
             return 0.0
-        try:
-            total = self.process.cpu_percent(None)
-            children = {}
-            for child in self.process.children(recursive=True):
-                known = self.children.get(child.pid)
-                if known is not None and known.create_time() == child.create_time():
-                    child = known  # the same process as at the last beat (not a new one with its pid)
-                try:
-                    total += child.cpu_percent(None)  # 0 at the first reading of a new pool process
-                except Exception:  # exited meanwhile
-                    continue
-                children[child.pid] = child
-            self.children = children
-        except Exception:
-            return 0.0
-        return max(0.0, min(1.0, total / 100.0 / (os.cpu_count() or 1)))
+        share = (reading[0] - last[0]) / (reading[1] - last[1]) / (os.cpu_count() or 1)
+        return max(0.0, min(1.0, share))
 
     def beat_once(self) -> None:
         from agents import services

@@ -47,8 +47,7 @@ def staff_api(user) -> APIClient:
 
 def test_a_call_runs_on_an_agent_and_its_output_is_recorded_through_the_api(processes, staff_user):
     worker = processes.agent(agent_id="sample-1")
-    client = APIClient()
-    client.force_authenticate(staff_user)
+    client = staff_api(staff_user)
     response = client.post("/api/invocations/?wait=20", {"capability": "echo", "input": {"x": 1}}, format="json")
     assert response.status_code == 201, response.content
     data = response.json()
@@ -65,11 +64,8 @@ def test_a_get_that_waits_is_woken_when_the_running_call_finishes(processes, sta
     """GET ?wait= on a call queued without waiting asks for its wake-up (``watch``): it answers when the
     call finishes, not at its next check of the database (every 5 s without a wake-up)."""
     processes.agent(agent_id="sample-1")
-    client = APIClient()
-    client.force_authenticate(staff_user)
-    marker = tmp_path / "started"
-    call = invoke("slow", {"seconds": 1.5, "started_marker": str(marker)})
-    wait_until(marker.exists, timeout=30, message="the call to start")
+    client = staff_api(staff_user)
+    call = invoke_started("slow", {"seconds": 1.5}, tmp_path)
     assert Invocation.objects.get(pk=call.pk).waited_on is None  # nobody asked for a wake-up until now
     started = time.monotonic()
     data = client.get(f"/api/invocations/{call.pk}/?wait=20").json()
@@ -198,9 +194,7 @@ def test_cancel_a_queued_call_before_any_agent_and_a_running_one(processes, tmp_
     queued = invoke("record", {"path": str(tmp_path / "never.txt")})
     assert services.cancel(queued.pk).status == "cancelled"
     processes.agent(agent_id="sample-1")
-    marker = tmp_path / "started"
-    running = invoke("slow", {"seconds": 30, "started_marker": str(marker)})
-    wait_until(marker.exists, message="the slow call to start")
+    running = invoke_started("slow", {"seconds": 30}, tmp_path)
     wait_until(lambda: Invocation.objects.get(pk=running.pk).progress, message="progress reported by the function")
     assert Invocation.objects.get(pk=running.pk).progress_message == "sleeping"
     services.cancel(running.pk)
@@ -320,9 +314,7 @@ def test_an_agent_offering_nothing_is_never_sent_work(processes):
 
 def test_sigterm_finishes_the_call_in_flight_then_goes_offline(processes, tmp_path):
     agent = processes.agent(agent_id="sample-1")
-    marker = tmp_path / "started"
-    invocation = invoke("slow", {"seconds": 2, "started_marker": str(marker)})
-    wait_until(marker.exists, message="the call to start")
+    invocation = invoke_started("slow", {"seconds": 2}, tmp_path)
     agent.signal(signal.SIGTERM)
     assert finished(invocation).status == "succeeded"
     wait_until(lambda: Agent.objects.get(agent_id="sample-1").state == "offline", message="offline after SIGTERM")

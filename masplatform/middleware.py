@@ -9,6 +9,8 @@ from http import HTTPStatus
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from masplatform.overload import is_overload, overload_response
+
 logger = logging.getLogger("masplatform.api")
 
 _HTML_PAGES = ("/api/docs/", "/api/redoc/")
@@ -38,6 +40,9 @@ class JsonApiErrorsMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if is_overload(exception):
+            logger.warning("event=overloaded method=%s path=%s error=%r", request.method, request.path, exception)
+            return overload_response()
         if not _is_api(request):
             return None
         error_id = uuid.uuid4().hex[:12]

@@ -4,6 +4,10 @@ On a Redis broker (the embedded one or a server) this is Redis pub/sub on the
 broker's server; on other brokers (RabbitMQ) a kombu topic exchange with one
 exclusive, auto-deleted queue per waiter. A notification is only a hint:
 waiters re-read the database, so a lost one costs at most the wait's timeout.
+
+A waiter hands its thread's database connection back before it blocks (to the web
+process's pool, or closes it): a long poll must not hold one of a bounded number
+of connections for up to 30 s. Each check of ``done()`` takes one again briefly.
 """
 
 from __future__ import annotations
@@ -108,6 +112,14 @@ def publish(name: str, message: str = "") -> None:
         logger.warning("event=notify_failed channel=%s", name, exc_info=True)
 
 
+def _release_database_connection() -> None:
+    """Give the thread's connection back before sleeping, unless a transaction is open on it."""
+    from django.db import connection
+
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def wait(name: str, timeout: float, done: Callable[[], bool], *, notified_means_done: bool = False) -> bool:
     """Block until ``done()`` is true or ``timeout`` seconds pass; returns ``done()``.
 
@@ -128,6 +140,7 @@ def wait(name: str, timeout: float, done: Callable[[], bool], *, notified_means_
     except Exception:
         logger.warning("event=notify_unavailable channel=%s fallback=poll", name, exc_info=True)
         while not done() and time.monotonic() < deadline:
+            _release_database_connection()
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         return done()
 
@@ -149,6 +162,7 @@ class Waiter:
         deadline = time.monotonic() + timeout
         try:
             while (left := deadline - time.monotonic()) > 0:
+                _release_database_connection()
                 message = self._pubsub.get_message(timeout=min(left, 5.0))
                 if message is None:
                     if result := done():  # every 5 s without a message: a lost wake-up costs at most that
@@ -230,6 +244,7 @@ def _wait(name: str, deadline: float, done: Callable[[], bool], notified_means_d
                         left = deadline - time.monotonic()
                         if left <= 0:
                             return done()
+                        _release_database_connection()
                         message = pubsub.get_message(timeout=min(left, 5.0))
                         if message is None:
                             break
@@ -256,6 +271,7 @@ def _wait(name: str, deadline: float, done: Callable[[], bool], notified_means_d
                 if left <= 0:
                     break
                 try:
+                    _release_database_connection()
                     conn.drain_events(timeout=min(left, 5.0))
                 except TimeoutError:
                     pass

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,13 +64,27 @@ class Child:
             except ProcessLookupError:
                 pass
 
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of the child's process group once the child itself has exited."""
+        if not self.alive():
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
     def close(self) -> None:
         if self._log:
             self._log.close()
 
 
-def web_args(addr: str) -> list[str]:
-    return [sys.executable, "manage.py", "runserver", addr, "--noreload"]
+def web_args(addr: str, *, workers: int | None = None, threads: int | None = None) -> list[str]:
+    """gunicorn with the platform's settings (masplatform/gunicorn.py); None keeps its defaults."""
+    args = [sys.executable, "-m", "gunicorn", "-c", "python:masplatform.gunicorn", "--bind", addr]
+    if workers is not None:
+        args += ["--workers", str(workers)]
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    return [*args, "masplatform.wsgi:application"]
 
 
 def celery_args(*args: str) -> list[str]:
@@ -155,13 +170,24 @@ class ProcessGroup:
             self.stop_all()
 
     def stop_all(self, grace: float = 15) -> None:
-        for child in reversed(self.children):
-            child.signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in reversed(self.children):
-            try:
-                child.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.signal(signal.SIGKILL, group=True)
-                child.popen.wait(5)
-            child.close()
+        """SIGTERM every child, SIGKILL those still running after ``grace`` seconds, then whatever is left
+        of their process groups (a pool process whose parent died). A second Ctrl-C meanwhile is ignored:
+        interrupting this would leave processes running. Safe to call twice."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+        try:
+            for child in reversed(self.children):
+                child.signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for child in reversed(self.children):
+                try:
+                    child.popen.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.signal(signal.SIGKILL, group=True)
+                    child.popen.wait(5)
+                child.kill_leftovers()
+                child.close()
+            self.children.clear()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)

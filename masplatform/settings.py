@@ -129,6 +129,33 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and MASP_DB
     _options["prepare_threshold"] = 0
     if MASP_DB_GENERIC_PLANS:  # the prepared statements are the only ones: Django's cursors bind on the client
         _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
+# Web processes on PostgreSQL: a bounded pool of connections per process (psycopg_pool through Django's
+# OPTIONS["pool"]) instead of one persistent connection per thread, so no number of clients can exhaust
+# the server's max_connections; a request that finds the pool busy for MASP_DB_POOL_TIMEOUT seconds is a
+# 503 with Retry-After. Workers and beat keep one persistent connection each (a pool would not survive the
+# prefork pool's fork). masplatform/wsgi.py marks a process as a web process; docs/operations.md sizes it.
+MASP_WEB_PROCESS = env_bool("MASP_WEB_PROCESS", False)
+MASP_DB_POOL = env_bool("MASP_DB_POOL", True)
+MASP_DB_POOL_MIN_SIZE = env_int("MASP_DB_POOL_MIN_SIZE", 1)
+MASP_DB_POOL_MAX_SIZE = env_int("MASP_DB_POOL_MAX_SIZE", 8)
+MASP_DB_POOL_TIMEOUT = env_float("MASP_DB_POOL_TIMEOUT", 5.0)
+MASP_DB_POOL_MAX_IDLE = env_float("MASP_DB_POOL_MAX_IDLE", 60.0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and MASP_WEB_PROCESS and MASP_DB_POOL:
+    if not 0 <= MASP_DB_POOL_MIN_SIZE <= MASP_DB_POOL_MAX_SIZE or MASP_DB_POOL_MAX_SIZE < 1:
+        raise ImproperlyConfigured(
+            f"MASP_DB_POOL_MIN_SIZE ({MASP_DB_POOL_MIN_SIZE}) must be between 0 and "
+            f"MASP_DB_POOL_MAX_SIZE ({MASP_DB_POOL_MAX_SIZE}), which must be at least 1."
+        )
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # each request hands its connection back to the pool
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": MASP_DB_POOL_MIN_SIZE,
+        "max_size": MASP_DB_POOL_MAX_SIZE,
+        "timeout": MASP_DB_POOL_TIMEOUT,
+        "max_idle": MASP_DB_POOL_MAX_IDLE,
+        "name": "masp-web",
+    }
+# Seconds a 503 (database or broker overloaded or unreachable) asks the client to wait before it retries.
+MASP_RETRY_AFTER = env_int("MASP_RETRY_AFTER", 2)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth ---------------------------------------------------------------------

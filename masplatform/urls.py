@@ -9,6 +9,8 @@ admin.site.site_header = "masplatform"
 admin.site.site_title = "masplatform admin"
 admin.site.index_title = "Agents, workflows and conflicts"
 
+handler500 = "masplatform.views.server_error"
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),

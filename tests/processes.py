@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from masplatform.procs import Child, ProcessGroup, beat_args, worker_args
+from masplatform.procs import Child, ProcessGroup, beat_args, web_args, worker_args
 
 
 def test_database_url() -> str:
@@ -96,8 +98,33 @@ class Processes:
         ]
         return self._start(f"agent-{agent_id}", args, {**AGENT_ENV, **env}, " ready.")
 
+    def web(self, *, workers: int = 2, threads: int = 8, **env: str) -> str:
+        """The platform's web server (gunicorn, as ``make run`` starts it) on a free port; returns its base
+        URL once it answers."""
+        port = free_port()
+        child = self._start("web", web_args(f"127.0.0.1:{port}", workers=workers, threads=threads), env, "Booting worker")
+        base = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            if not child.alive():
+                raise AssertionError(f"the web server exited:\n{child.log_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/schema/", timeout=5) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        wait_until(answers, timeout=60, message="the web server")
+        return base
+
     def stop_all(self) -> None:
         self.group.stop_all()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.2, message: str = "condition"):

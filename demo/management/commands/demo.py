@@ -125,17 +125,25 @@ class Command(BaseCommand):
             self.say(f"  the coordination workflow's run {base}/admin/workflows/execution/{coordination_id}/change/")
             self.say(f"  logs      {log_dir}/ (web.log, worker.log, beat.log, agent-<id>.log)")
             if serve:
-                self.say("\nServing until Ctrl-C (agents stop heartbeating now, so the sweep will take them offline).")
+                self.say(
+                    f"\nServing until Ctrl-C: the web server, the worker, beat and {len(group.children) - 3} agent"
+                    " workers go on (the agents heartbeating); Ctrl-C stops them all."
+                )
                 group.supervise()
-            else:
-                self.say("\nDone. `make demo ARGS=--serve` keeps it serving; `make run` runs the platform.")
         finally:
+            stopped = len(group.children) if group else 0
             if group:
                 group.stop_all()
             if restore:
                 restore()
             if started_broker:
                 embedded_broker.stop(settings.VAR_DIR)
+        # The last line says what is left running: nothing this command started.
+        broker = " and the embedded broker" if started_broker else ""
+        self.say(
+            f"\nDone: stopped the {stopped} processes it started{broker}; nothing of the demo is left running."
+            + ("" if serve else " `make demo ARGS=--serve` keeps it serving; `make run` runs the platform.")
+        )
 
     def start_agent(self, group: ProcessGroup, agent_id: str, module: str, *, delay: bool = False):
         args = [sys.executable, "manage.py", "run_agent", module, "--agent-id", agent_id]

@@ -114,6 +114,7 @@ class ProcessGroup:
         self.env = {**(os.environ if base_env is None else base_env), **(env or {})}
         self.log_dir = log_dir
         self.children: list[Child] = []
+        self.stopped = 0  # children stop_all has stopped
         if log_dir:
             log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -187,6 +188,7 @@ class ProcessGroup:
                     child.popen.wait(5)
                 child.kill_leftovers()
                 child.close()
+            self.stopped += len(self.children)
             self.children.clear()
         finally:
             if previous is not None:

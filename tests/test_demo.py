@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 from django.conf import settings
 
 from masplatform import embedded_broker
 from tests import stack
-from tests.processes import fresh_platform_env
+from tests.processes import fresh_platform_env, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -18,22 +22,46 @@ pytestmark = [
 ]
 
 
-def test_demo_runs_the_scenarios_and_cleans_up(tmp_path):
-    env = fresh_platform_env(tmp_path)
+def processes_of(var_dir) -> list[psutil.Process]:
+    """Every process (the embedded broker included) started for the platform under ``var_dir``."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("MASP_VAR_DIR") == str(var_dir) and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
-    def manage(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
+
+def test_demo_runs_the_scenarios_serves_and_ctrl_c_stops_everything(tmp_path):
+    env = fresh_platform_env(tmp_path)
+    log_path = tmp_path / "demo.out"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "demo", "--port", "0", "--serve"],
             cwd=settings.BASE_DIR,
             env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-
-    result = manage("demo", "--port", "0")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
+        try:
+            wait_until(
+                lambda: "Serving until Ctrl-C" in log_path.read_text() or proc.poll() is not None,
+                timeout=240,
+                interval=0.5,
+                message="the demo to serve",
+            )
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert len(processes_of(tmp_path)) > 10  # web, worker, beat, agents, broker
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)  # an impatient second Ctrl-C must not cut the cleanup short
+            assert proc.wait(90) == 0, log_path.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    out = log_path.read_text()
     assert "HTTP 409: capability 'validation' already exists with another contract" in out
     assert "image_agent_5: offline" in out
     assert "event: went_offline idle -> offline" in out
@@ -52,4 +80,8 @@ def test_demo_runs_the_scenarios_and_cleans_up(tmp_path):
     assert "succeeded 100.0%" in coordination and "compute-1, compute-2, compute-3" in coordination
     assert "'gathered': 3" in coordination
     assert out.count("/admin/workflows/execution/") >= 4
-    assert not embedded_broker.is_running(tmp_path)  # the demo stops what it started
+    # What the demo started, it stopped, and its last line says so.
+    assert not embedded_broker.is_running(tmp_path)
+    assert not processes_of(tmp_path)
+    last = out.strip().splitlines()[-1]
+    assert re.match(r"Done: stopped the 1\d processes it started and the embedded broker; nothing", last), last

@@ -131,7 +131,6 @@ class Command(BaseCommand):
                 )
                 group.supervise()
         finally:
-            stopped = len(group.children) if group else 0
             if group:
                 group.stop_all()
             if restore:
@@ -141,7 +140,7 @@ class Command(BaseCommand):
         # The last line says what is left running: nothing this command started.
         broker = " and the embedded broker" if started_broker else ""
         self.say(
-            f"\nDone: stopped the {stopped} processes it started{broker}; nothing of the demo is left running."
+            f"\nDone: stopped the {group.stopped if group else 0} processes it started{broker}; nothing of the demo is left running."
             + ("" if serve else " `make demo ARGS=--serve` keeps it serving; `make run` runs the platform.")
         )
 

@@ -39,3 +39,31 @@ def test_overload_answer_is_json_with_retry_after(settings):
     response = overload_response()
     assert response.status_code == 503 and response["Retry-After"] == "7"
     assert b'"code": "overloaded"' in response.content
+
+
+@pytest.mark.django_db
+def test_overload_outside_a_view_is_a_503_too(client, monkeypatch):
+    """A middleware that finds the database busy (the session's save, say) is answered by handler500,
+    which tells overload from a bug."""
+    from django.contrib.sessions.middleware import SessionMiddleware
+
+    def busy(self, request, response):
+        raise wrapped(OperationalError, PoolTimeout("couldn't get a connection after 5.00 sec"))
+
+    monkeypatch.setattr(SessionMiddleware, "process_response", busy)
+    client.raise_request_exception = False
+    response = client.get("/admin/login/")
+    assert response.status_code == 503 and response["Retry-After"] == "2"
+    assert response.json()["code"] == "overloaded"
+
+
+@pytest.mark.django_db
+def test_a_bug_outside_a_view_stays_a_500(client, monkeypatch):
+    from django.contrib.sessions.middleware import SessionMiddleware
+
+    def broken(self, request, response):
+        raise wrapped(OperationalError, sqlite3.OperationalError("no such table: django_session"))
+
+    monkeypatch.setattr(SessionMiddleware, "process_response", broken)
+    client.raise_request_exception = False
+    assert client.get("/admin/login/").status_code == 500

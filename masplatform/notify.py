@@ -5,7 +5,7 @@ broker's server; on other brokers (RabbitMQ) a kombu topic exchange with one
 exclusive, auto-deleted queue per waiter. A notification is only a hint:
 waiters re-read the database, so a lost one costs at most the wait's timeout.
 
-A waiter hands its thread's database connection back before it blocks (to the web
+A waiter hands its thread's PostgreSQL connection back before it blocks (to the web
 process's pool, or closes it): a long poll must not hold one of a bounded number
 of connections for up to 30 s. Each check of ``done()`` takes one again briefly.
 """
@@ -113,10 +113,11 @@ def publish(name: str, message: str = "") -> None:
 
 
 def _release_database_connection() -> None:
-    """Give the thread's connection back before sleeping, unless a transaction is open on it."""
+    """Give the thread's connection back before sleeping, unless a transaction is open on it. A
+    server's connection only: an SQLite one is a file handle of this process, which costs nobody else."""
     from django.db import connection
 
-    if not connection.in_atomic_block:
+    if connection.vendor != "sqlite" and not connection.in_atomic_block:
         connection.close()
 
 

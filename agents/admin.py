@@ -1,4 +1,9 @@
-"""Operator pages of the registry. Actions call the same services as the API."""
+"""Operator pages of the registry. Actions call the same services as the API.
+
+Agents and invocations change only through services, so their edit forms stay closed; their operator
+actions (drain, resume, shut down, mark offline, unregister; retry, cancel) need the model's Django
+*change* permission ("Can change agent", "Can change invocation"): see ``masplatform.admin``.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from agents.models import (
 )
 from agents.schemas import schema_error
 from agents.services import fleet
+from masplatform.admin import PermissionCheckedActions
 from masplatform.exceptions import ServiceError
 
 STATE_COLOURS = {
@@ -123,7 +129,7 @@ class OfferInline(admin.TabularInline):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(PermissionCheckedActions, admin.ModelAdmin):
     list_display = [
         "agent_id",
         "name",
@@ -141,7 +147,7 @@ class AgentAdmin(admin.ModelAdmin):
     search_fields = ["agent_id", "name"]
     list_per_page = 50
     show_full_result_count = False
-    actions = ["drain", "resume", "mark_offline", "unregister"]
+    actions = ["drain", "resume", "shutdown", "mark_offline", "unregister"]
     inlines = [OfferInline]
     readonly_fields = [
         "agent_id",
@@ -250,15 +256,23 @@ class AgentAdmin(admin.ModelAdmin):
     def _run(self, request: HttpRequest, queryset: QuerySet[Agent], service, verb: str) -> None:
         run_each(self, request, queryset.values_list("agent_id", flat=True), service, f"{verb} {{}} agent(s).")
 
-    @admin.action(description="Drain selected agents (finish calls in flight, take no new ones)")
+    @admin.action(
+        description="Drain selected agents (finish calls in flight, take no new ones)", permissions=["operate"]
+    )
     def drain(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         self._run(request, queryset, lambda a: fleet.drain(agent_id=a), "Draining")
 
-    @admin.action(description="Resume selected draining agents")
+    @admin.action(description="Resume selected draining agents", permissions=["operate"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         self._run(request, queryset, lambda a: fleet.resume(agent_id=a), "Resumed")
 
-    @admin.action(description="Mark selected agents offline")
+    @admin.action(
+        description="Shut down selected agents' workers (warm: calls in flight finish)", permissions=["operate"]
+    )
+    def shutdown(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        self._run(request, queryset, lambda a: fleet.shutdown(agent_id=a), "Shutting down")
+
+    @admin.action(description="Mark selected agents offline", permissions=["operate"])
     def mark_offline(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         self._run(
             request,
@@ -267,7 +281,7 @@ class AgentAdmin(admin.ModelAdmin):
             "Marked offline",
         )
 
-    @admin.action(description="Unregister selected agents")
+    @admin.action(description="Unregister selected agents", permissions=["operate"])
     def unregister(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         self._run(
             request,
@@ -424,7 +438,7 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(Invocation)
-class InvocationAdmin(admin.ModelAdmin):
+class InvocationAdmin(PermissionCheckedActions, admin.ModelAdmin):
     list_display = [
         "short_id",
         "capability_link",
@@ -530,10 +544,10 @@ class InvocationAdmin(admin.ModelAdmin):
     def _each(self, request: HttpRequest, queryset: QuerySet[Invocation], service, verb: str) -> None:
         run_each(self, request, queryset.values_list("pk", flat=True), service, f"{verb} {{}} invocation(s).")
 
-    @admin.action(description="Retry selected (failed, timed out or cancelled) invocations")
+    @admin.action(description="Retry selected (failed, timed out or cancelled) invocations", permissions=["operate"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Invocation]) -> None:
         self._each(request, queryset, services.retry, "Re-queued")
 
-    @admin.action(description="Cancel selected invocations")
+    @admin.action(description="Cancel selected invocations", permissions=["operate"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Invocation]) -> None:
         self._each(request, queryset, services.cancel, "Cancelled")

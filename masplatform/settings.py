@@ -181,6 +181,26 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 
+# --- Security (production) ---------------------------------------------------
+# Off by default: right for `make demo` and `make run` on http://127.0.0.1, where an HTTPS redirect,
+# HSTS (which a browser remembers for the host, localhost included) or secure-only cookies (no admin
+# login over plain HTTP) would break it. A production deployment turns them on (docs/operations.md,
+# "Production settings"); one that forgets is told by `manage.py check --deploy`.
+SECURE_SSL_REDIRECT = env_bool("MASP_SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("MASP_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MASP_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("MASP_SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("MASP_SECURE_COOKIES", False)
+# Behind a proxy that terminates TLS: the header (and value) by which it says the client used HTTPS,
+# e.g. "X-Forwarded-Proto" (value https) or "X-Forwarded-Ssl=on". Only set it if the proxy always
+# sets or strips that header: a client could otherwise send it and pass for HTTPS.
+_proxy_header, _, _proxy_value = env_str("MASP_SECURE_PROXY_SSL_HEADER").strip().partition("=")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_header.strip().upper().replace("-", "_").removeprefix("HTTP_"), _proxy_value.strip() or "https")
+    if _proxy_header.strip()
+    else None
+)
+
 # --- REST API -----------------------------------------------------------------
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header turns missing credentials into 401.
@@ -217,6 +237,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Choice sets that share a field name get a name of their own (else drf-spectacular makes up
+    # "Status60fEnum" and warns, which `check --deploy` reports).
+    "ENUM_NAME_OVERRIDES": {
+        "InvocationStatusEnum": "agents.models.InvocationStatus",
+        "ExecutionStatusEnum": "workflows.models.ExecutionStatus",
+        "FailureStrategyEnum": "workflows.models.FailureStrategy",
+    },
 }
 
 # --- Registry -----------------------------------------------------------------

@@ -6,6 +6,12 @@ definition form re-checks the whole definition before ``update_workflow``,
 and execute/cancel/pause/resume report refusals as admin messages. Tasks of a
 definition are edited through the API (``PUT /api/workflows/{id}/``); the
 admin shows them read-only.
+
+Permissions: editing and executing a definition (its Execute button and action)
+need "Can change workflow"; cancelling, pausing and resuming an execution (its
+buttons and actions) need "Can change execution", although executions have no
+edit form. Without them the buttons and actions are not shown, and a hand-made
+POST of one is answered 403 and changes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Prefetch, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -27,6 +34,7 @@ from django.utils.safestring import SafeString
 
 from agents.admin import run_each
 from agents.models import InvocationStatus
+from masplatform.admin import PermissionCheckedActions
 from masplatform.exceptions import InvalidInput, ServiceError
 from workflows import diagram, services
 from workflows.models import (
@@ -145,7 +153,7 @@ class WorkflowForm(forms.ModelForm):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(PermissionCheckedActions, admin.ModelAdmin):
     form = WorkflowForm
     list_display = [
         "name",
@@ -263,11 +271,10 @@ class WorkflowAdmin(admin.ModelAdmin):
         refused = _post_only(request)
         if refused:
             return refused
+        if not self.has_change_permission(request):
+            raise PermissionDenied("You need the permission 'Can change workflow' to execute a workflow.")
         workflow = get_object_or_404(Workflow, pk=object_id)
         back = reverse("admin:workflows_workflow_change", args=[workflow.pk])
-        if not self.has_change_permission(request, workflow):
-            self.message_user(request, "You may not execute workflows.", messages.ERROR)
-            return HttpResponseRedirect(back)
         try:
             execution = services.execute(workflow.pk, context={}, requested_by=_requester(request))
         except ServiceError as exc:
@@ -304,7 +311,7 @@ def _requester(request: HttpRequest) -> str:
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(PermissionCheckedActions, admin.ModelAdmin):
     list_display = [
         "short_id",
         "workflow_link",
@@ -359,9 +366,6 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Execution | None = None) -> bool:
         return False
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("workflows.change_execution")
 
     @admin.display(description="id")
     def short_id(self, execution: Execution) -> str:
@@ -425,11 +429,10 @@ class ExecutionAdmin(admin.ModelAdmin):
         refused = _post_only(request)
         if refused:
             return refused
+        if not self.has_operate_permission(request):
+            raise PermissionDenied(f"You need the permission 'Can change execution' to {verb} an execution.")
         execution = get_object_or_404(Execution, pk=object_id)
         back = reverse("admin:workflows_execution_change", args=[execution.pk])
-        if not self.has_operate_permission(request):
-            self.message_user(request, f"You may not {verb} executions.", messages.ERROR)
-            return HttpResponseRedirect(back)
         service, message = OPERATIONS[verb]
         who = _requester(request)
         run_each(self, request, [execution.pk], lambda pk: service(pk, who), message)

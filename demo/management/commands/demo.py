@@ -8,20 +8,40 @@ import socket
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from demo import invocation_scenario, registry_scenario, workflow_scenario
 from demo.client import Api
 from masplatform import embedded_broker
+from masplatform.env import env_bool
 from masplatform.procs import ProcessGroup, beat_args, web_args, worker_args
 
 HEARTBEAT_INTERVAL = 2.0
 STALE_TIMEOUT = 6.0
 SWEEP_TASK = "agents.tasks.sweep_stale_agents"
+
+
+def demo_admin_refusal(database: dict, var_dir: Path) -> str | None:
+    """Why the demo may not create its ``admin`` superuser on ``database``; None on the embedded default."""
+    name = str(database.get("NAME") or "")
+    if database.get("ENGINE", "").endswith("sqlite3") and name and Path(name).resolve().is_relative_to(var_dir):
+        return None
+    where = f"{database.get('ENGINE', '?').rsplit('.', 1)[-1]} database {name or '?'}"
+    if database.get("HOST"):
+        where += f" on {database['HOST']}"
+    return (
+        f"Refused to create the demo's superuser 'admin' (password from MASP_DEMO_PASSWORD, default 'admin') on the"
+        f" {where}: it is not the embedded default (SQLite under {var_dir}), and a login everybody knows must not"
+        " appear on a real database by accident. To create it anyway, run the demo with --create-demo-admin"
+        " (make demo ARGS=--create-demo-admin) or set MASP_DEMO_ADMIN=1; or create a superuser named 'admin'"
+        " yourself (manage.py createsuperuser) and set MASP_DEMO_PASSWORD to its password."
+    )
 
 
 def free_port(preferred: int) -> int:
@@ -41,6 +61,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--serve", action="store_true", help="keep serving after the scenarios until Ctrl-C")
         parser.add_argument("--port", type=int, default=int(os.environ.get("MASP_DEMO_PORT", "8000")))
+        parser.add_argument(
+            "--create-demo-admin",
+            action="store_true",
+            default=env_bool("MASP_DEMO_ADMIN", False),
+            help="create the superuser 'admin' even on a database that is not the embedded default (MASP_DEMO_ADMIN=1)",
+        )
 
     def say(self, text: str) -> None:
         self.stdout.write(text)
@@ -55,7 +81,7 @@ class Command(BaseCommand):
             if settings.CELERY_BROKER_URL == settings.EMBEDDED_BROKER_URL:
                 started_broker = embedded_broker.ensure_running(settings.VAR_DIR)
             password = os.environ.get("MASP_DEMO_PASSWORD", "admin")
-            login = self.ensure_admin(password)
+            login = self.ensure_admin(password, create_anywhere=options["create_demo_admin"])
             port = free_port(port)
             base = f"http://127.0.0.1:{port}"
             log_dir = settings.VAR_DIR / "demo"
@@ -150,10 +176,15 @@ class Command(BaseCommand):
         env = {"MASP_EXAMPLE_DELAY": str(workflow_scenario.SHARE_SECONDS)} if delay else None
         return group.start(f"agent-{agent_id}", args, env=env)
 
-    def ensure_admin(self, password: str) -> str:
+    def ensure_admin(self, password: str, *, create_anywhere: bool = False) -> str:
+        """The demo's login: the superuser ``admin``, created if missing, but only on the embedded default
+        database (SQLite under var/) unless ``create_anywhere``; a known login elsewhere is an open door."""
         User = get_user_model()
         user = User.objects.filter(username="admin").first()
         if user is None:
+            refusal = None if create_anywhere else demo_admin_refusal(connection.settings_dict, settings.VAR_DIR)
+            if refusal:
+                raise CommandError(refusal)
             User.objects.create_superuser("admin", "admin@localhost", password)
             self.say("  created superuser admin (demo only; change the password for anything else)")
         elif not user.check_password(password):

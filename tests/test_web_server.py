@@ -30,7 +30,7 @@ from tests.processes import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 WEB_WORKERS = 2
-POOL_MAX = 4  # per web process
+POOL_MAX = 8  # per web process (the default)
 WAITERS, POSTERS, READERS = 200, 200, 100
 
 

@@ -187,3 +187,25 @@ def test_the_retention_periodic_tasks_exist_after_migrate():
     } <= tasks
     purge = PeriodicTask.objects.get(task="workflows.tasks.purge_executions")
     assert purge.enabled and purge.interval.every == 3600
+
+
+def test_the_migration_sets_each_agents_counters_from_its_existing_attempts(agent):
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+
+    from agents.models import AgentCallCounter
+
+    done = [_call(n=n) for n in range(3)]
+    play(done[0], agent, {})
+    play(done[1], agent, {})
+    play(done[2], agent, error="boom")
+    expected = selectors.call_counters([agent.pk])[agent.pk]
+    AgentCallCounter.objects.all().delete()  # as before migration 0006: attempts only
+    assert selectors.call_counters([agent.pk])[agent.pk].completed == 0
+    migration = importlib.import_module("agents.migrations.0006_agent_call_counters")
+    migration.counters_from_attempts(apps, SimpleNamespace(connection=connection))
+    migrated = selectors.call_counters([agent.pk])[agent.pk]
+    assert (migrated.completed, migrated.failed) == (expected.completed, expected.failed) == (2, 1)
+    assert migrated.avg_response_time_ms == pytest.approx(expected.avg_response_time_ms)

@@ -7,9 +7,19 @@ what exists alone, so an operator's retuning in the admin survives.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+
+_providers: list[Callable[[], list[dict[str, Any]]]] = []
+
+
+def register(provider: Callable[[], list[dict[str, Any]]]) -> None:
+    """Add another app's periodic tasks (a function returning specs like ``periodic_tasks``) to those
+    ``ensure_periodic_tasks`` creates (``manage.py setup_periodic_tasks`` and after ``migrate``)."""
+    if provider not in _providers:
+        _providers.append(provider)
 
 
 def periodic_tasks() -> list[dict[str, Any]]:
@@ -38,17 +48,29 @@ def periodic_tasks() -> list[dict[str, Any]]:
             "name": "registry: purge old agents and events",
             "task": "agents.tasks.purge_agent_history",
             "every": settings.MASP_PURGE_INTERVAL,
-            "description": "Deletes agents unregistered or offline past the retention, and old events.",
+            "description": "Deletes agents unregistered or offline past MASP_AGENT_RETENTION_DAYS (unless a "
+            "queued or running call names them), and events older than MASP_EVENT_RETENTION_DAYS.",
+        },
+        {
+            "name": "invocations: purge finished calls past their retention",
+            "task": "agents.tasks.purge_invocations",
+            "every": settings.MASP_PURGE_INTERVAL,
+            "description": "Deletes invocations (with their attempts) finished more than "
+            "MASP_INVOCATION_RETENTION_DAYS ago, in batches of MASP_RETENTION_BATCH_SIZE; never queued or "
+            "running ones, nor the calls of workflow executions (those go with their execution).",
         },
     ]
 
 
-def ensure_periodic_tasks(using: str = "default") -> list[str]:
-    """Create the missing periodic tasks; returns the names created."""
+def ensure_periodic_tasks(using: str = "default", specs: list[dict[str, Any]] | None = None) -> list[str]:
+    """Create the missing periodic tasks (``specs``, by default this app's and those that other apps
+    registered with ``register``); returns the names created."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
     created = []
-    for spec in periodic_tasks():
+    if specs is None:
+        specs = [*periodic_tasks(), *(spec for provider in _providers for spec in provider())]
+    for spec in specs:
         if PeriodicTask.objects.using(using).filter(name=spec["name"]).exists():
             continue
         every = max(1, round(spec["every"]))

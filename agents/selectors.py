@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, F, Min, Prefetch, Q, QuerySet
+from django.db.models import Avg, Count, F, Min, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
 from agents.models import Agent, AgentCapability, AgentState, Capability, Tag
@@ -95,7 +95,7 @@ def offers_of(agent: Agent) -> list[AgentCapability]:
 
 @dataclass(frozen=True)
 class CallCounters:
-    """What an agent has done, from its invocation attempts: the truth the ``Agent`` counters are kept from."""
+    """What an agent has done: the totals its recorded outcomes added (``AgentCallCounter``)."""
 
     completed: int = 0
     failed: int = 0  # attempts that failed or timed out (a cancelled or lost attempt is neither)
@@ -103,33 +103,35 @@ class CallCounters:
 
 
 def call_counters(agent_pks: Iterable[int]) -> dict[int, CallCounters]:
-    """``CallCounters`` of each agent (one grouped query; agents without attempts get zeros).
+    """``CallCounters`` of each agent (one grouped query over at most ``agents.sql.COUNTER_SHARDS`` rows
+    per agent; agents without outcomes get zeros).
 
-    Recording a call no longer updates its agent's row (every worker process of an agent waited on that
-    one row); the API reads these instead, and the agent's worker copies them into the ``Agent``
-    columns with each heartbeat (``services.sync_agent_counters``) for the admin.
+    The recording transaction of each outcome adds to a shard of the agent's counters (never to the
+    agent's row, on which every worker process of the agent would wait), so the totals cost the same
+    with millions of past attempts, and purging attempts (``agents.services.retention``) leaves them.
+    The agent's worker copies them into the ``Agent`` columns with each heartbeat
+    (``services.sync_agent_counters``) for the admin.
     """
-    from agents.models import InvocationAttempt
+    from agents.models import AgentCallCounter
 
     pks = list(dict.fromkeys(agent_pks))
     counters = dict.fromkeys(pks, CallCounters())
     if not pks:
         return counters
-    succeeded = Q(outcome=InvocationAttempt.Outcome.SUCCEEDED)
-    failed = Q(outcome__in=[InvocationAttempt.Outcome.FAILED, InvocationAttempt.Outcome.TIMED_OUT])
     rows = (
-        InvocationAttempt.objects.filter(agent_id__in=pks)
-        .filter(succeeded | failed)
+        AgentCallCounter.objects.filter(agent_id__in=pks)
         .values("agent_id")
         .annotate(
-            completed=Count("id", filter=succeeded),
-            failed=Count("id", filter=failed),
-            avg_ms=Avg("duration_ms", filter=succeeded),
+            completed=Sum("completed"),
+            failed=Sum("failed"),
+            ms=Sum("response_ms_total"),
+            timed=Sum("response_count"),
         )
         .order_by()
     )
     for row in rows:
-        counters[row["agent_id"]] = CallCounters(row["completed"], row["failed"], row["avg_ms"])
+        avg = row["ms"] / row["timed"] if row["timed"] else None
+        counters[row["agent_id"]] = CallCounters(int(row["completed"]), int(row["failed"]), avg)
     return counters
 
 

@@ -16,6 +16,11 @@ def purge_agent_history() -> dict[str, int]:
 
 
 @shared_task(ignore_result=True)
+def purge_invocations() -> int:
+    return services.purge_invocations()
+
+
+@shared_task(ignore_result=True)
 def sweep_invocation_deadlines() -> dict[str, int]:
     return {"timed_out": services.sweep_deadlines(), "redispatched": services.redispatch_waiting()}
 

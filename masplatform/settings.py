@@ -251,9 +251,6 @@ MASP_HEARTBEAT_INTERVAL = env_float("MASP_HEARTBEAT_INTERVAL", 30.0)
 MASP_STALE_TIMEOUT = env_float("MASP_STALE_TIMEOUT", 60.0)
 MASP_SWEEP_INTERVAL = env_float("MASP_SWEEP_INTERVAL", 30.0)
 MASP_SWEEP_BATCH_SIZE = env_int("MASP_SWEEP_BATCH_SIZE", 5000)
-MASP_AGENT_RETENTION_DAYS = env_float("MASP_AGENT_RETENTION_DAYS", 7.0)
-MASP_EVENT_RETENTION_DAYS = env_float("MASP_EVENT_RETENTION_DAYS", 30.0)
-MASP_PURGE_INTERVAL = env_float("MASP_PURGE_INTERVAL", 3600.0)
 if MASP_STALE_TIMEOUT <= MASP_HEARTBEAT_INTERVAL:
     raise ImproperlyConfigured(
         f"MASP_STALE_TIMEOUT ({MASP_STALE_TIMEOUT}) must be longer than "
@@ -296,6 +293,16 @@ MASP_MAX_LOST_ATTEMPTS = env_int("MASP_MAX_LOST_ATTEMPTS", 3)
 MASP_REDISPATCH_AFTER = env_float("MASP_REDISPATCH_AFTER", 300.0)
 # Workflows: how often the beat sweep ends executions past their global timeout (and re-pins scatter shares).
 MASP_WORKFLOW_SWEEP_INTERVAL = env_float("MASP_WORKFLOW_SWEEP_INTERVAL", 5.0)
+
+# --- Retention: beat sweeps delete finished history past these ages (docs/operations.md, "Retention") ---
+MASP_AGENT_RETENTION_DAYS = env_float("MASP_AGENT_RETENTION_DAYS", 7.0)
+MASP_EVENT_RETENTION_DAYS = env_float("MASP_EVENT_RETENTION_DAYS", 30.0)
+MASP_INVOCATION_RETENTION_DAYS = env_float("MASP_INVOCATION_RETENTION_DAYS", 30.0)
+MASP_EXECUTION_RETENTION_DAYS = env_float("MASP_EXECUTION_RETENTION_DAYS", 30.0)
+MASP_PURGE_INTERVAL = env_float("MASP_PURGE_INTERVAL", 3600.0)
+# rows of the purged table per batch (each batch its own short transaction); executions per batch
+MASP_RETENTION_BATCH_SIZE = env_int("MASP_RETENTION_BATCH_SIZE", 1000)
+MASP_EXECUTION_PURGE_BATCH_SIZE = env_int("MASP_EXECUTION_PURGE_BATCH_SIZE", 50)
 
 # --- Logging: one key=value line per event -----------------------------------
 LOG_LEVEL = env_str("MASP_LOG_LEVEL", "INFO")

@@ -204,3 +204,26 @@ class AgentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_id} {self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class AgentCallCounter(models.Model):
+    """Running totals of an agent's recorded outcomes, kept by the recording transactions (``agents.sql``).
+
+    One row per (agent, shard): each worker process adds to the shard of its pid, so the processes of
+    one agent never wait on one row's lock; a read sums at most ``COUNTER_SHARDS`` rows. Purging old
+    attempts leaves these totals as they are.
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="call_counters", db_index=False)
+    shard = models.PositiveSmallIntegerField()
+    completed = models.PositiveBigIntegerField(default=0)
+    failed = models.PositiveBigIntegerField(default=0)
+    # the sum and number of the completed attempts' durations (the mean response time is their quotient)
+    response_ms_total = models.FloatField(default=0.0)
+    response_count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "shard"], name="agentcallcounter_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}/{self.shard}: {self.completed} completed, {self.failed} failed"

@@ -38,13 +38,13 @@ from agents.services.registry import (
     hash_token,
     heartbeat,
     new_token,
-    purge_history,
     register_agent,
     sweep_stale_agents,
     tags_named,
     unregister_agent,
     update_capability,
 )
+from agents.services.retention import delete_finished_invocations, purge_history, purge_invocations
 
 __all__ = [
     "CapabilitySpec",
@@ -68,7 +68,9 @@ __all__ = [
     "invoke_many",
     "make_durable",
     "new_token",
+    "delete_finished_invocations",
     "purge_history",
+    "purge_invocations",
     "record_failure",
     "record_in_transaction",
     "record_success",

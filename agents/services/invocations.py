@@ -42,7 +42,7 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 
-from agents import dispatch
+from agents import dispatch, sql
 from agents.models import (
     Agent,
     AgentCapability,
@@ -766,9 +766,9 @@ def _finish_attempt(
 
 
 def sync_agent_counters(agent_pk: int) -> None:
-    """Copy the agent's call counters, derived from its attempts (``selectors.call_counters``), into its
-    ``Agent`` columns (shown by the admin and ``manage.py fleet``). The agent's worker does this with each
-    heartbeat and when it stops; recording a success does not touch the agent's row."""
+    """Copy the agent's call counters (``selectors.call_counters``: the sum of its ``AgentCallCounter``
+    shards) into its ``Agent`` columns (shown by the admin and ``manage.py fleet``). The agent's worker
+    does this with each heartbeat and when it stops; recording an outcome does not touch the agent's row."""
     from agents.selectors import call_counters
 
     counters = call_counters([agent_pk])[agent_pk]
@@ -859,8 +859,8 @@ def record_success(
     needs none (``record_in_transaction``): on PostgreSQL one statement, on
     SQLite two between ``BEGIN IMMEDIATE`` and ``COMMIT`` (``write_transaction``).
     ``started_at`` (also known from the claim) saves reading it back. The
-    agent's counters are derived from its attempts (``selectors.call_counters``),
-    not written here. ``agent_pk`` is accepted for compatibility and unused.
+    agent's counters (a shard of ``AgentCallCounter``) are added to in the same
+    statement or transaction. ``agent_pk`` is accepted for compatibility and unused.
     """
     now = timezone.now()
     connection = transaction.get_connection()
@@ -931,6 +931,7 @@ def _record_success_rows(
         "outcome = %s, finished_at = %s, duration_ms = %s, error_type = '', error_message = '', error_traceback = ''"
     )
     attempt_params = [Outcome.SUCCEEDED, at_now, duration]
+    figures = sql.outcome_figures(completed=True, duration_ms=duration)
     # SQLite: the two statements in a transaction of their own when the caller has none
     statements = (
         sqlite_db.write_transaction(connection) if connection.vendor == "sqlite" else prepared.cursor(connection)
@@ -939,28 +940,32 @@ def _record_success_rows(
         if connection.vendor == "postgresql":
             cursor.execute(
                 # the attempt by both columns of its unique key, given (a join with ``recorded`` let the
-                # planner scan the key's index for number = N alone: one row per earlier call, per call)
-                f"WITH recorded AS ({update_call} RETURNING requested_by, waited_on),"
+                # planner scan the key's index for number = N alone: one row per earlier call, per call);
+                # the agent's counters in the same statement
+                f"WITH recorded AS ({update_call} RETURNING requested_by, waited_on, agent_id),"
                 f" closed AS (UPDATE {att} SET {set_attempt} WHERE invocation_id = %s AND number = %s"
-                f" AND EXISTS (SELECT FROM recorded)) SELECT requested_by, waited_on FROM recorded",
-                [*call_params, *attempt_params, pk, attempt],
+                f" AND EXISTS (SELECT FROM recorded)),"
+                f" counted AS ({sql.count_outcome_sql(connection, from_cte='recorded')})"
+                f" SELECT requested_by, waited_on FROM recorded",
+                [*call_params, *attempt_params, pk, attempt, sql.counter_shard(), *figures],
             )
             row = cursor.fetchone()
             return None if row is None else (row[0], row[1])
         if _fast_claim_supported():  # UPDATE ... RETURNING (SQLite 3.35+)
-            cursor.execute(f"{update_call} RETURNING requested_by, waited_on", call_params)
+            cursor.execute(f"{update_call} RETURNING requested_by, waited_on, agent_id", call_params)
             row = cursor.fetchone()
         else:
             cursor.execute(update_call, call_params)
             row = None
             if cursor.rowcount == 1:
-                cursor.execute(f"SELECT requested_by, waited_on FROM {inv} WHERE id = %s", [pk])
+                cursor.execute(f"SELECT requested_by, waited_on, agent_id FROM {inv} WHERE id = %s", [pk])
                 row = cursor.fetchone()
         if row is None:
             return None
         cursor.execute(
             f"UPDATE {att} SET {set_attempt} WHERE invocation_id = %s AND number = %s", [*attempt_params, pk, attempt]
         )
+        sql.count_outcome(row[2], completed=True, duration_ms=duration, cursor=cursor, connection=connection)
         return row[0], row[1]
 
 
@@ -1024,6 +1029,7 @@ def _fail_attempt(
         error_message=error_message,
         error_traceback=error_traceback,
     )
+    sql.count_outcome(invocation.agent_id, completed=False, duration_ms=None)
     invocation.failed_attempts += 1
     invocation.error_type, invocation.error_message = error_type, error_message
     invocation.error_traceback = error_traceback

@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import ProtectedError, Q
+from django.db.models import ProtectedError
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -555,41 +555,6 @@ def _insert_offline_events(ids: list[int], *, now: datetime, details: str) -> No
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-
-
-def purge_history(*, batch_size: int | None = None) -> dict[str, int]:
-    """Delete agents unregistered (or offline) for longer than the agent retention, and old events."""
-    batch_size = batch_size or settings.MASP_SWEEP_BATCH_SIZE
-    now = timezone.now()
-    agent_cutoff = now - timedelta(days=settings.MASP_AGENT_RETENTION_DAYS)
-    event_cutoff = now - timedelta(days=settings.MASP_EVENT_RETENTION_DAYS)
-    gone = Agent.objects.filter(
-        Q(unregistered_at__lt=agent_cutoff) | Q(state=AgentState.OFFLINE, state_changed_at__lt=agent_cutoff)
-    )
-    purged = {"agents": _delete_in_batches(gone, batch_size), "events": 0}
-    purged["events"] = _delete_in_batches(AgentEvent.objects.filter(at__lt=event_cutoff), batch_size)
-    if purged["agents"] or purged["events"]:
-        logger.info("event=history_purged agents=%d events=%d", purged["agents"], purged["events"])
-    return purged
-
-
-def _delete_in_batches(queryset, batch_size: int) -> int:
-    """Delete the rows of ``queryset`` in batches, re-checking each batch's condition under a lock
-    (an agent revived or re-registered meanwhile no longer matches and stays)."""
-    model = queryset.model
-    total = 0
-    while True:
-        ids = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
-        if not ids:
-            return total
-        with transaction.atomic():
-            ids = list(queryset.filter(pk__in=ids).select_for_update().values_list("pk", flat=True))
-            if model is Agent:
-                AgentEvent.objects.filter(agent_id__in=ids).delete()
-                AgentCapability.objects.filter(agent_id__in=ids).delete()
-                Agent.tags.through.objects.filter(agent_id__in=ids).delete()
-            model.objects.filter(pk__in=ids).delete()
-        total += len(ids)
 
 
 def create_capability(

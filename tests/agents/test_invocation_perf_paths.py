@@ -472,11 +472,12 @@ def test_a_worker_runs_a_call_with_the_claim_and_the_outcome_alone(broker_url):
         runtime._current = None
     assert Invocation.objects.get(pk=call.pk).output == {"echo": {"n": 1}, "agent_id": "sample", "attempt": 1}
     assert not [s for s in statements if s.upper().startswith("SELECT")], statements
-    # SQLite: BEGIN, UPDATE, INSERT, COMMIT; BEGIN, 2 UPDATEs, COMMIT (each its own transaction)
-    expected = 2 if connection.vendor == "postgresql" else 8
+    # SQLite: BEGIN, UPDATE, INSERT, COMMIT; BEGIN, 2 UPDATEs, the counter's upsert, COMMIT (each its
+    # own transaction)
+    expected = 2 if connection.vendor == "postgresql" else 9
     assert len(statements) == expected, statements
     if connection.vendor == "sqlite":
-        assert [statements[i] for i in (0, 3, 4, 7)] == ["BEGIN IMMEDIATE", "COMMIT"] * 2, statements
+        assert [statements[i] for i in (0, 3, 4, 8)] == ["BEGIN IMMEDIATE", "COMMIT"] * 2, statements
 
 
 @pytest.mark.django_db(transaction=True)

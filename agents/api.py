@@ -35,7 +35,7 @@ from agents.serializers import (
 )
 from agents.services import fleet
 from masplatform import notify
-from masplatform.permissions import IsStaffOrAgentClient, IsStaffOrSelfAgent, is_agent, requester
+from masplatform.permissions import IsStaffOrAgentClient, IsStaffOrSelfAgent, owner_scope, requester
 from masplatform.views import NamedNotFoundMixin
 
 
@@ -263,8 +263,9 @@ class InvocationViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.Retrie
         qs = Invocation.objects.select_related("capability", "agent", "pinned_agent")
         if self.action in ("retrieve", "create", "cancel", "retry"):
             qs = qs.prefetch_related("attempts__agent")
-        if is_agent(self.request):
-            qs = qs.filter(requested_by=requester(self.request))
+        owner = owner_scope(self.request)  # staff: all; a person or an agent: the calls they asked for
+        if owner is not None:
+            qs = qs.filter(requested_by=owner)
         return qs
 
     def get_serializer_class(self):

@@ -1,4 +1,7 @@
-"""Agent tokens: ``Authorization: Agent <token>``. Only the token's sha256 is stored."""
+"""Agent tokens: ``Authorization: Agent <token>``. Only the token's sha256 is stored.
+
+A token stops working when its agent re-registers (a new token replaces it) or is unregistered:
+both are read from the agent's row on every request, so either takes effect at once."""
 
 from __future__ import annotations
 
@@ -52,6 +55,12 @@ class AgentTokenAuthentication(BaseAuthentication):
         agent = agent_for_token(hash_token(token))
         if agent is None:
             raise AuthenticationFailed("Invalid agent token (unknown, or replaced by a later registration).")
+        if agent.unregistered_at is not None:
+            # Checked on every request (no cache): unregistering revokes the token at once.
+            raise AuthenticationFailed(
+                f"Agent token revoked: agent '{agent.agent_id}' was unregistered at "
+                f"{agent.unregistered_at.isoformat()}; registering it again issues a new token."
+            )
         return AgentPrincipal(agent), agent
 
     def authenticate_header(self, request: Request) -> str:

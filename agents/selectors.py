@@ -21,6 +21,8 @@ AVAILABLE = LIVE & ~Q(state__in=[AgentState.DRAINING, AgentState.ERROR]) & Q(in_
 
 
 def agent_for_token(token_hash: str) -> Agent | None:
+    """The agent whose current token has this hash, unregistered or not (the caller refuses an unregistered
+    one, and can say why); None for a token that is unknown or was replaced by a later registration."""
     return Agent.objects.filter(token_hash=token_hash).only("id", "agent_id", "unregistered_at").first()
 
 

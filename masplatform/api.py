@@ -1,12 +1,13 @@
 """The API router: each app registers its viewsets here; plus the token endpoint."""
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
 from agents.api import AgentEventViewSet, AgentViewSet, CapabilityViewSet, InvocationViewSet
+from masplatform.throttling import LOGIN_THROTTLES
 from workflows.api import ExecutionViewSet, WorkflowViewSet
 
 
@@ -15,12 +16,20 @@ class ObtainTokenView(ObtainAuthToken):
 
     permission_classes = [AllowAny]
     authentication_classes: list = []
+    throttle_classes = LOGIN_THROTTLES  # per client address and per username: 429 with Retry-After
 
     @extend_schema(
         request=inline_serializer(
             "TokenRequest", {"username": serializers.CharField(), "password": serializers.CharField()}
         ),
-        responses=inline_serializer("TokenResponse", {"token": serializers.CharField()}),
+        responses={
+            200: inline_serializer("TokenResponse", {"token": serializers.CharField()}),
+            400: OpenApiResponse(description="Wrong username or password, or a missing field"),
+            429: OpenApiResponse(
+                inline_serializer("LoginThrottled", {"detail": serializers.CharField()}),
+                description="Too many login attempts from this address or for this username; see Retry-After",
+            ),
+        },
         tags=["auth"],
     )
     def post(self, request, *args, **kwargs):

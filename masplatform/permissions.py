@@ -1,5 +1,9 @@
 """Who may do what: staff everything, other users read, agents only what a view allows.
 
+Whose rows a reader sees: staff all; anyone else (a person who is not staff, an agent token) only the
+invocations and executions recorded as requested by them (``owner_scope``). The full matrix is in
+docs/api.md ("Who may do what").
+
 Agents authenticate as a principal whose ``is_agent`` is true (see
 ``agents.auth``); this module only looks at that flag, so the project layer
 does not import the agents app.
@@ -79,3 +83,17 @@ def requester(request: Request) -> str:
     if is_agent(request):
         return f"agent:{request.user.agent_id}"
     return f"user:{request.user.get_username()}"
+
+
+def owner_scope(request: Request) -> str | None:
+    """The ``requested_by`` whose rows this request may read, or None for all of them (staff).
+
+    Views that list someone's invocations or executions filter their queryset by it, for the list and
+    the detail alike: someone else's row is then a 404, so its id tells nothing.
+    """
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff and not is_agent(request):
+        return None
+    if user is None or not user.is_authenticated:
+        return "user:"  # no one's rows (only schema generation builds a queryset for an anonymous request)
+    return requester(request)

@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from masplatform.embedded_broker import embedded_broker_url
 from masplatform.env import env_bool, env_float, env_int, env_list, env_str, load_dotenv
+from masplatform.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if env_str("MASP_DOTENV", "1") != "0":  # the test suite sets MASP_DOTENV=0 to stay hermetic
@@ -245,6 +246,39 @@ SPECTACULAR_SETTINGS = {
         "FailureStrategyEnum": "workflows.models.FailureStrategy",
     },
 }
+
+# --- Throttling ---------------------------------------------------------------
+# Login attempts (POST /api/auth/token/, /admin/login/, /api-auth/login/) per client address and per
+# username: "<count>/<period>" (s, min, hour, day) or "off". Nothing else is throttled.
+MASP_LOGIN_RATE_PER_IP = env_str("MASP_LOGIN_RATE_PER_IP", "30/min")
+MASP_LOGIN_RATE_PER_USERNAME = env_str("MASP_LOGIN_RATE_PER_USERNAME", "10/min")
+for _name in ("MASP_LOGIN_RATE_PER_IP", "MASP_LOGIN_RATE_PER_USERNAME"):
+    try:
+        parse_rate(globals()[_name])
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{_name}={exc}") from None
+# How many proxies in front of the web server append to X-Forwarded-For: the client address is the one
+# they saw. 0 (default): REMOTE_ADDR, and a client's own X-Forwarded-For is ignored (it could forge it).
+REST_FRAMEWORK["NUM_PROXIES"] = env_int("MASP_NUM_PROXIES", 0)
+# Where the counters live: shared by every web process. "database" (default): a table in the platform's
+# database, created by a migration; or a redis:// URL.
+MASP_THROTTLE_CACHE = env_str("MASP_THROTTLE_CACHE", "database")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": MASP_THROTTLE_CACHE}
+        if MASP_THROTTLE_CACHE.startswith(("redis://", "rediss://", "unix://"))
+        else {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "masp_throttle_cache",
+            # culling drops keys once there are more than this: high enough that a flood of addresses
+            # does not push out the counters being enforced
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    ),
+}
+if MASP_THROTTLE_CACHE != "database" and CACHES["throttle"]["BACKEND"].endswith("DatabaseCache"):
+    raise ImproperlyConfigured(f"MASP_THROTTLE_CACHE={MASP_THROTTLE_CACHE!r}: expected 'database' or a redis:// URL")
 
 # --- Registry -----------------------------------------------------------------
 MASP_HEARTBEAT_INTERVAL = env_float("MASP_HEARTBEAT_INTERVAL", 30.0)

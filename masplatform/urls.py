@@ -1,9 +1,11 @@
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from masplatform.api import ObtainTokenView, router
+from masplatform.throttling import throttled_login
 
 admin.site.site_header = "masplatform"
 admin.site.site_title = "masplatform admin"
@@ -13,6 +15,9 @@ handler500 = "masplatform.views.server_error"
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    # The logins, rate-limited (masplatform/throttling.py); these come before the routes they replace.
+    path("admin/login/", throttled_login(admin.site.login)),
+    path("api-auth/login/", throttled_login(LoginView.as_view(template_name="rest_framework/login.html"))),
     path("admin/", admin.site.urls),
     path("api/auth/token/", ObtainTokenView.as_view(), name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -13,6 +13,9 @@ from tests.stack import configure_environment
 
 configure_environment(Path(__file__).resolve().parent.parent)
 os.environ.setdefault("MASP_DEBUG", "1")
+# Tests that sign in many times are not throttled; tests/test_throttling.py sets its limits itself.
+os.environ.setdefault("MASP_LOGIN_RATE_PER_IP", "100000/min")
+os.environ.setdefault("MASP_LOGIN_RATE_PER_USERNAME", "100000/min")
 
 from masplatform.settings import *  # noqa: E402,F403
 

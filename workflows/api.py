@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from masplatform.exceptions import InvalidInput
-from masplatform.permissions import IsStaffOrReadOnlyUser, requester
+from masplatform.permissions import IsStaffOrReadOnlyUser, owner_scope, requester
 from masplatform.views import NamedNotFoundMixin
 from workflows import services
 from workflows.filters import ExecutionFilter, WorkflowFilter
@@ -106,7 +106,9 @@ class ExecutionViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.Retriev
     not_found_noun = "execution"
 
     def get_queryset(self):
-        return Execution.objects.all()
+        qs = Execution.objects.all()
+        owner = owner_scope(self.request)  # staff: all; other people: the executions they started
+        return qs if owner is None else qs.filter(requested_by=owner)
 
     def get_serializer_class(self):
         return ExecutionSerializer if self.action == "list" else ExecutionDetailSerializer

@@ -169,29 +169,30 @@ def test_retry_of_a_failed_call(staff_client, calc):
     assert staff_client.post(f"/api/invocations/{invocation.pk}/retry/").status_code == 409
 
 
-def test_list_filters(user_client, calc):
+def test_list_filters(staff_client, calc):
     for i in range(3):
         services.invoke(capability="calculation", input={"a": i, "b": 2}, requested_by="user:x")
     CapabilityFactory(name="other")
     services.invoke(capability="other", input={}, requested_by="agent:z")
-    assert user_client.get("/api/invocations/?capability=calculation").json()["count"] == 3
-    assert user_client.get("/api/invocations/?requested_by=agent:z").json()["count"] == 1
-    assert user_client.get("/api/invocations/?status=queued&status=running").json()["count"] == 4
-    assert user_client.get("/api/invocations/?status=exploded").status_code == 400
+    assert staff_client.get("/api/invocations/?capability=calculation").json()["count"] == 3
+    assert staff_client.get("/api/invocations/?requested_by=agent:z").json()["count"] == 1
+    assert staff_client.get("/api/invocations/?status=queued&status=running").json()["count"] == 4
+    assert staff_client.get("/api/invocations/?status=exploded").status_code == 400
     runner = AgentFactory(agent_id="runner", offers={"calculation": 1})
     ran = Invocation.objects.filter(capability__name="calculation").first()
     services.claim(str(ran.pk), agent=runner)
-    assert [i["id"] for i in user_client.get("/api/invocations/?agent=runner").json()["results"]] == [str(ran.pk)]
-    assert user_client.get("/api/invocations/?agent=nobody").json()["count"] == 0
+    assert [i["id"] for i in staff_client.get("/api/invocations/?agent=runner").json()["results"]] == [str(ran.pk)]
+    assert staff_client.get("/api/invocations/?agent=nobody").json()["count"] == 0
     Invocation.objects.exclude(pk=ran.pk).update(created_at=timezone.now() - timedelta(days=2))
     since = (timezone.now() - timedelta(days=1)).isoformat()
-    assert [i["id"] for i in user_client.get("/api/invocations/", {"since": since}).json()["results"]] == [str(ran.pk)]
-    assert user_client.get("/api/invocations/?since=yesterday").status_code == 400
+    assert [i["id"] for i in staff_client.get("/api/invocations/", {"since": since}).json()["results"]] == [str(ran.pk)]
+    assert staff_client.get("/api/invocations/?since=yesterday").status_code == 400
 
 
 def test_a_traceback_is_for_staff_only(user_client, calc):
     a = AgentFactory(agent_id="a", offers={"calculation": 1})
-    invocation, _ = services.invoke(capability="calculation", input={"a": 1, "b": 2}, requested_by="user:x")
+    # user_client is "reader", who sees only the calls it asked for
+    invocation, _ = services.invoke(capability="calculation", input={"a": 1, "b": 2}, requested_by="user:reader")
     claimed = services.claim(str(invocation.pk), agent=a)
     services.record_failure(
         invocation.pk,

@@ -152,6 +152,8 @@ def test_unregister_hides_from_discovery_keeps_history_and_refuses_heartbeats(st
     assert staff_client.get("/api/agents/un-1/").json()["unregistered_at"]
     assert AgentEvent.objects.filter(agent=agent, kind="unregistered").exists()
     response = client.post("/api/agents/un-1/heartbeat/", {}, format="json")
+    assert response.status_code == 401 and "unregistered" in response.json()["detail"]  # its token is revoked
+    response = staff_client.post("/api/agents/un-1/heartbeat/", {}, format="json")
     assert response.status_code == 409 and "unregistered" in response.json()["detail"]
     assert staff_client.delete("/api/agents/un-1/").status_code == 409
     assert staff_client.delete("/api/agents/nobody/").status_code == 404

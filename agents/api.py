@@ -42,7 +42,11 @@ from masplatform.views import NamedNotFoundMixin
 @extend_schema_view(
     list=extend_schema(
         summary="Discover agents",
-        parameters=[OpenApiParameter("capability", str, many=True, description="Repeatable; all must match.")],
+        parameters=[
+            OpenApiParameter("capability", str, many=True, description="Repeatable; all must match."),
+            OpenApiParameter("min_health", float),
+            OpenApiParameter("max_cpu_load", float),
+        ],
     ),
     retrieve=extend_schema(summary="One agent (unregistered ones too)"),
     destroy=extend_schema(summary="Unregister (staff or the agent itself)"),
@@ -214,7 +218,7 @@ class AgentEventViewSet(NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
 
 def wait_seconds(request: Request) -> float:
     raw = request.query_params.get("wait")
-    if raw in (None, ""):
+    if raw is None:
         return 0.0
     try:
         seconds = float(raw)

@@ -133,7 +133,7 @@ def schemathesis(url: str, header: str, phase: str, seed: int, max_examples: int
     ]
     print(f"\nfuzz: phase {phase}: {' '.join(c if 'Authorization' not in c else 'Authorization: ...' for c in cmd)}")
     started = time.monotonic()
-    code = subprocess.call(cmd, cwd=ROOT)
+    code = subprocess.call(cmd, cwd=FUZZ_DIR)  # its cache (.schemathesis/) stays in var/fuzz/
     print(f"fuzz: phase {phase}: exit {code} in {time.monotonic() - started:.0f} s; reports in {report}")
     return code
 

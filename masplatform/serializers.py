@@ -32,6 +32,10 @@ class StrictTypesMixin:
                 value = data[field.field_name]
                 if value is None:
                     continue  # allow_null decides
+                if isinstance(field, serializers.ListField) and isinstance(value, list):
+                    field, value = field.child, next((v for v in value if v is not None), None)
+                    if value is None:
+                        continue
                 for field_class, accepted, words in _TYPES:
                     if isinstance(field, field_class):
                         if not isinstance(value, accepted) or (bool not in accepted and isinstance(value, bool)):

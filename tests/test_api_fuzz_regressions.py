@@ -94,6 +94,7 @@ def test_a_huge_workflow_filter_is_a_400_not_a_database_error(staff_client):
     ("path", "body", "field"),
     [
         ("/api/agents/", {"agent_id": "a1", "version": 0}, "version"),
+        ("/api/agents/", {"agent_id": "a1", "tags": [0]}, "tags"),
         ("/api/agents/a1/heartbeat/", {"health_score": False}, "health_score"),
         ("/api/agents/a1/status/", {"state": "idle", "reason": 0}, "reason"),
         ("/api/invocations/", {"capability": "echo", "priority": "3"}, "priority"),

@@ -18,7 +18,7 @@ class WorkflowTaskInputSerializer(serializers.Serializer):
     name = serializers.CharField(required=False)
     description = serializers.CharField(required=False)
     capability = serializers.CharField(help_text="name of a registered capability")
-    input = serializers.JSONField(required=False, help_text='may contain "${context.x}" / "${tasks.k.output.y}"')
+    input = serializers.JSONField(required=False, allow_null=True, help_text='may contain "${context.x}" / "${tasks.k.output.y}"')
     depends_on = serializers.ListField(child=serializers.CharField(), required=False)
     timeout = serializers.FloatField(
         required=False, min_value=0.1, max_value=86400, help_text="seconds per attempt (default 300)"
@@ -40,7 +40,7 @@ class WorkflowInputSerializer(serializers.Serializer):
     )
     max_parallel_tasks = serializers.IntegerField(required=False, min_value=1, max_value=100_000, help_text="default 10")
     failure_strategy = serializers.ChoiceField(choices=["stop", "continue", "retry"], required=False)
-    metadata = serializers.JSONField(required=False)
+    metadata = serializers.JSONField(required=False, allow_null=True)
     tasks = WorkflowTaskInputSerializer(many=True, allow_empty=False)
 
 

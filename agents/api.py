@@ -44,8 +44,8 @@ from masplatform.views import NamedNotFoundMixin
         summary="Discover agents",
         parameters=[
             OpenApiParameter("capability", str, many=True, description="Repeatable; all must match."),
-            OpenApiParameter("min_health", {"type": "number", "minimum": -1e50, "maximum": 1e50}),
-            OpenApiParameter("max_cpu_load", {"type": "number", "minimum": -1e50, "maximum": 1e50}),
+            OpenApiParameter("min_health", {"type": "number", "minimum": 0, "maximum": 1}),
+            OpenApiParameter("max_cpu_load", {"type": "number", "minimum": 0, "maximum": 1}),
         ],
     ),
     retrieve=extend_schema(summary="One agent (unregistered ones too)"),

@@ -16,8 +16,8 @@ class AgentDiscoveryFilter(django_filters.FilterSet):
     )
     tag = django_filters.CharFilter(method="_noop")
     state = django_filters.ChoiceFilter(choices=AgentState.choices, method="_noop")
-    min_health = django_filters.NumberFilter(method="_noop")
-    max_cpu_load = django_filters.NumberFilter(method="_noop")
+    min_health = django_filters.NumberFilter(method="_noop", min_value=0, max_value=1)
+    max_cpu_load = django_filters.NumberFilter(method="_noop", min_value=0, max_value=1)
     available = StrictBooleanFilter(
         method="_noop", help_text="true: live, not draining or in error, and below max concurrency."
     )

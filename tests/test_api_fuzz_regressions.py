@@ -134,3 +134,10 @@ def test_a_list_error_body_becomes_an_object(staff_client):
     )
     assert response.status_code == 400
     assert isinstance(response.json(), dict)
+
+
+@pytest.mark.parametrize("query", ["min_health=1.5", "max_cpu_load=-0.1", "min_health=1e79"])
+def test_discovery_numbers_outside_0_to_1_are_a_400_as_the_schema_says(staff_client, query):
+    response = staff_client.get(f"/api/agents/?{query}")
+    assert response.status_code == 400, response.content
+    assert query.split("=")[0] in response.json()

@@ -28,7 +28,7 @@ class WorkflowTaskInputSerializer(serializers.Serializer):
     condition = serializers.CharField(required=False, help_text='e.g. tasks.a.output.count > 10 and context.x == "y"')
     required_agents = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1000)
     aggregation = serializers.ChoiceField(
-        choices=["average", "min", "max", "sum", "list", "majority"], required=False, allow_blank=True
+        choices=["average", "min", "max", "sum", "list", "majority"], required=False, allow_blank=True, allow_null=True
     )
 
 

@@ -9,7 +9,7 @@ ifeq ($(shell grep -s '^MASP_DEBUG=' .env),)
 export MASP_DEBUG ?= 1
 endif
 
-.PHONY: demo test run setup lint bench clean
+.PHONY: demo test run setup lint bench clean fuzz
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ demo: setup
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 	MASP_TEST_STACK=services $(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) fuzz
+
+# schemathesis over every operation of the live schema, as an agent then as staff, on a real
+# server and a throwaway database under var/fuzz/ (docs/api.md, "Fuzzing"). The seed and the
+# examples per operation live in tests/fuzz/run.py; FUZZ_ARGS="--seed N --phase staff" replays.
+fuzz: setup
+	$(PY) tests/fuzz/run.py $(FUZZ_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -42,7 +42,11 @@ from masplatform.views import NamedNotFoundMixin
 @extend_schema_view(
     list=extend_schema(
         summary="Discover agents",
-        parameters=[OpenApiParameter("capability", str, many=True, description="Repeatable; all must match.")],
+        parameters=[
+            OpenApiParameter("capability", str, many=True, description="Repeatable; all must match."),
+            OpenApiParameter("min_health", {"type": "number", "minimum": 0, "maximum": 1}),
+            OpenApiParameter("max_cpu_load", {"type": "number", "minimum": 0, "maximum": 1}),
+        ],
     ),
     retrieve=extend_schema(summary="One agent (unregistered ones too)"),
     destroy=extend_schema(summary="Unregister (staff or the agent itself)"),
@@ -214,7 +218,7 @@ class AgentEventViewSet(NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
 
 def wait_seconds(request: Request) -> float:
     raw = request.query_params.get("wait")
-    if raw in (None, ""):
+    if raw is None:
         return 0.0
     try:
         seconds = float(raw)
@@ -244,11 +248,14 @@ def _finished_check(invocation_id: Any) -> Callable[[], bool]:
     return done
 
 
+WAIT_SCHEMA = {"type": "number", "minimum": 0, "maximum": 30}
+
+
 @extend_schema_view(
     list=extend_schema(summary="Invocations (an agent token sees those it created)"),
     retrieve=extend_schema(
         summary="One invocation, with its attempts and why it waits",
-        parameters=[OpenApiParameter("wait", float, description="long-poll up to N (<= 30) s for it to finish")],
+        parameters=[OpenApiParameter("wait", WAIT_SCHEMA, description="long-poll up to N (<= 30) s for it to finish")],
     ),
 )
 class InvocationViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -282,7 +289,7 @@ class InvocationViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.Retrie
         request=InvocationRequestSerializer,
         responses={201: InvocationDetailSerializer},
         summary="Invoke a capability (201; 200 for a repeated idempotency key)",
-        parameters=[OpenApiParameter("wait", float, description="answer when it finishes or after N (<= 30) seconds")],
+        parameters=[OpenApiParameter("wait", WAIT_SCHEMA, description="answer when it finishes or after N (<= 30) seconds")],
     )
     def create(self, request: Request) -> Response:
         wait = wait_seconds(request)

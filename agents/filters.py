@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 
 from agents.models import AgentEvent, AgentEventKind, AgentState, Invocation, InvocationStatus
 from agents.selectors import discover_agents
-from masplatform.filters import StrictBooleanFilter
+from masplatform.filters import StrictBooleanFilter, UtcIsoDateTimeFilter
 
 
 class AgentDiscoveryFilter(django_filters.FilterSet):
@@ -16,8 +16,8 @@ class AgentDiscoveryFilter(django_filters.FilterSet):
     )
     tag = django_filters.CharFilter(method="_noop")
     state = django_filters.ChoiceFilter(choices=AgentState.choices, method="_noop")
-    min_health = django_filters.NumberFilter(method="_noop")
-    max_cpu_load = django_filters.NumberFilter(method="_noop")
+    min_health = django_filters.NumberFilter(method="_noop", min_value=0, max_value=1)
+    max_cpu_load = django_filters.NumberFilter(method="_noop", min_value=0, max_value=1)
     available = StrictBooleanFilter(
         method="_noop", help_text="true: live, not draining or in error, and below max concurrency."
     )
@@ -44,7 +44,7 @@ class AgentDiscoveryFilter(django_filters.FilterSet):
 class AgentEventFilter(django_filters.FilterSet):
     agent = django_filters.CharFilter(field_name="agent__agent_id", help_text="agent_id")
     kind = django_filters.ChoiceFilter(choices=AgentEventKind.choices)
-    since = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
+    since = UtcIsoDateTimeFilter(field_name="at", lookup_expr="gte")
 
     class Meta:
         model = AgentEvent
@@ -56,7 +56,7 @@ class InvocationFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=InvocationStatus.choices)
     agent = django_filters.CharFilter(field_name="agent__agent_id", help_text="agent_id that ran it")
     requested_by = django_filters.CharFilter()
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = Invocation

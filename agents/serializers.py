@@ -22,6 +22,10 @@ from agents.models import (
 from agents.schemas import schema_error
 from agents.selectors import CallCounters, call_counters, offers_of, tags_of
 from agents.services import CapabilitySpec
+from masplatform.serializers import StrictTypesMixin
+
+# The largest value of an IntegerField column on PostgreSQL (and so the bound of every integer input).
+INT32_MAX = 2**31 - 1
 
 capability_name = RegexValidator(
     CAPABILITY_NAME_RE,
@@ -40,7 +44,7 @@ class SchemaField(serializers.JSONField):
         return value
 
 
-class CapabilitySpecSerializer(serializers.Serializer):
+class CapabilitySpecSerializer(StrictTypesMixin, serializers.Serializer):
     name = serializers.CharField(max_length=100, validators=[capability_name])
     description = serializers.CharField(allow_blank=True, required=False, default="")
     input_schema = serializers.JSONField(
@@ -65,7 +69,7 @@ class CapabilitySpecSerializer(serializers.Serializer):
         return attrs
 
 
-class AgentRegistrationSerializer(serializers.Serializer):
+class AgentRegistrationSerializer(StrictTypesMixin, serializers.Serializer):
     agent_id = serializers.SlugField(max_length=100)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     description = serializers.CharField(required=False, allow_blank=True, default="")
@@ -74,7 +78,7 @@ class AgentRegistrationSerializer(serializers.Serializer):
     metadata = serializers.DictField(required=False, default=dict)
     max_concurrency = serializers.IntegerField(min_value=1, max_value=100_000, required=False, default=1)
     host = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
-    pid = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
+    pid = serializers.IntegerField(min_value=0, max_value=INT32_MAX, required=False, allow_null=True, default=None)
     version = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
 
     def validate_capabilities(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -184,10 +188,10 @@ class RegisteredAgentSerializer(AgentSerializer):
         read_only_fields = fields
 
 
-class HeartbeatSerializer(serializers.Serializer):
+class HeartbeatSerializer(StrictTypesMixin, serializers.Serializer):
     cpu_load = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
     health_score = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
-    in_flight = serializers.IntegerField(min_value=0, required=False)
+    in_flight = serializers.IntegerField(min_value=0, max_value=INT32_MAX, required=False)
     state = serializers.ChoiceField(choices=AgentState.choices, required=False)
 
 
@@ -199,7 +203,7 @@ class HeartbeatResultSerializer(serializers.Serializer):
     heartbeat_interval = serializers.FloatField(help_text="Seconds between heartbeats.")
 
 
-class StatusSerializer(serializers.Serializer):
+class StatusSerializer(StrictTypesMixin, serializers.Serializer):
     state = serializers.ChoiceField(choices=AgentState.choices)
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
 
@@ -220,7 +224,7 @@ class StatsSerializer(serializers.Serializer):
     agents_seen_last_minute = serializers.IntegerField()
 
 
-class CapabilitySerializer(serializers.ModelSerializer):
+class CapabilitySerializer(StrictTypesMixin, serializers.ModelSerializer):
     name = serializers.CharField(max_length=100, validators=[capability_name])
     input_schema = SchemaField(required=False)
     output_schema = SchemaField(required=False)
@@ -251,7 +255,7 @@ class AgentEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class InvocationRequestSerializer(serializers.Serializer):
+class InvocationRequestSerializer(StrictTypesMixin, serializers.Serializer):
     capability = serializers.CharField(max_length=100)
     input = serializers.JSONField(required=False, default=dict)
     priority = serializers.IntegerField(
@@ -271,7 +275,7 @@ class InvocationRequestSerializer(serializers.Serializer):
 
 
 class InvocationAttemptSerializer(serializers.ModelSerializer):
-    agent = serializers.CharField(source="agent.agent_id", default=None, read_only=True)
+    agent = serializers.CharField(source="agent.agent_id", default=None, read_only=True, allow_null=True)
 
     class Meta:
         model = InvocationAttempt
@@ -290,8 +294,10 @@ class InvocationAttemptSerializer(serializers.ModelSerializer):
 
 class InvocationSerializer(serializers.ModelSerializer):
     capability = serializers.CharField(source="capability.name", read_only=True)
-    agent = serializers.CharField(source="agent.agent_id", default=None, read_only=True)
-    pinned_agent = serializers.CharField(source="pinned_agent.agent_id", default=None, read_only=True)
+    agent = serializers.CharField(source="agent.agent_id", default=None, read_only=True, allow_null=True)
+    pinned_agent = serializers.CharField(
+        source="pinned_agent.agent_id", default=None, read_only=True, allow_null=True
+    )
     error = serializers.SerializerMethodField()
 
     class Meta:

@@ -280,6 +280,16 @@ CACHES = {
 if MASP_THROTTLE_CACHE != "database" and CACHES["throttle"]["BACKEND"].endswith("DatabaseCache"):
     raise ImproperlyConfigured(f"MASP_THROTTLE_CACHE={MASP_THROTTLE_CACHE!r}: expected 'database' or a redis:// URL")
 
+# --- API fuzzing (tests/fuzz/run.py): what the schema promises --------------------
+# JSON bodies only: a form or multipart body is a 415, so the API has one request shape to
+# validate and document (the token endpoint keeps DRF's own parsers for login forms).
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["rest_framework.parsers.JSONParser"]
+# Every operation documents the error answers it can give (masplatform.schema).
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "masplatform.schema.add_error_responses",
+]
+
 # --- Registry -----------------------------------------------------------------
 MASP_HEARTBEAT_INTERVAL = env_float("MASP_HEARTBEAT_INTERVAL", 30.0)
 MASP_STALE_TIMEOUT = env_float("MASP_STALE_TIMEOUT", 60.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Count
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -96,7 +96,10 @@ class WorkflowViewSet(NamedNotFoundMixin, viewsets.ModelViewSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Executions (filters: workflow, status, since)"),
+    list=extend_schema(
+        summary="Executions (filters: workflow, status, since)",
+        parameters=[OpenApiParameter("workflow", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1})],
+    ),
     retrieve=extend_schema(summary="One execution: progress, each task, context, summary"),
 )
 class ExecutionViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import django_filters
 
+from masplatform.filters import UtcIsoDateTimeFilter
 from workflows.models import Execution, ExecutionStatus, Workflow
 
 
@@ -16,11 +17,11 @@ class WorkflowFilter(django_filters.FilterSet):
 
 
 class ExecutionFilter(django_filters.FilterSet):
-    workflow = django_filters.NumberFilter(field_name="workflow_id")
+    workflow = django_filters.NumberFilter(field_name="workflow_id", min_value=1, max_value=2**63 - 1)
     workflow_name = django_filters.CharFilter()
     status = django_filters.MultipleChoiceFilter(choices=ExecutionStatus.choices)
     requested_by = django_filters.CharFilter()
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = Execution

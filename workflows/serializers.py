@@ -18,26 +18,30 @@ class WorkflowTaskInputSerializer(serializers.Serializer):
     name = serializers.CharField(required=False)
     description = serializers.CharField(required=False)
     capability = serializers.CharField(help_text="name of a registered capability")
-    input = serializers.JSONField(required=False, help_text='may contain "${context.x}" / "${tasks.k.output.y}"')
+    input = serializers.JSONField(required=False, allow_null=True, help_text='may contain "${context.x}" / "${tasks.k.output.y}"')
     depends_on = serializers.ListField(child=serializers.CharField(), required=False)
-    timeout = serializers.FloatField(required=False, help_text="seconds per attempt (default 300)")
-    retries = serializers.IntegerField(required=False, help_text="re-runs under the 'retry' strategy")
-    priority = serializers.IntegerField(required=False, help_text="0-9, higher first (default 5)")
+    timeout = serializers.FloatField(
+        required=False, min_value=0.1, max_value=86400, help_text="seconds per attempt (default 300)"
+    )
+    retries = serializers.IntegerField(required=False, min_value=0, max_value=100, help_text="re-runs under the 'retry' strategy")
+    priority = serializers.IntegerField(required=False, min_value=0, max_value=9, help_text="0-9, higher first (default 5)")
     condition = serializers.CharField(required=False, help_text='e.g. tasks.a.output.count > 10 and context.x == "y"')
-    required_agents = serializers.IntegerField(required=False, allow_null=True)
+    required_agents = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1000)
     aggregation = serializers.ChoiceField(
-        choices=["average", "min", "max", "sum", "list", "majority"], required=False, allow_blank=True
+        choices=["average", "min", "max", "sum", "list", "majority"], required=False, allow_blank=True, allow_null=True
     )
 
 
 class WorkflowInputSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField(required=False)
-    global_timeout = serializers.FloatField(required=False, help_text="seconds (default 3600)")
-    max_parallel_tasks = serializers.IntegerField(required=False, help_text="default 10")
+    global_timeout = serializers.FloatField(
+        required=False, min_value=1, max_value=10_000_000, help_text="seconds (default 3600)"
+    )
+    max_parallel_tasks = serializers.IntegerField(required=False, min_value=1, max_value=100_000, help_text="default 10")
     failure_strategy = serializers.ChoiceField(choices=["stop", "continue", "retry"], required=False)
-    metadata = serializers.JSONField(required=False)
-    tasks = WorkflowTaskInputSerializer(many=True)
+    metadata = serializers.JSONField(required=False, allow_null=True)
+    tasks = WorkflowTaskInputSerializer(many=True, allow_empty=False)
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
@@ -88,7 +92,7 @@ class ShareSerializer(serializers.Serializer):
 
 
 class TaskRunSerializer(serializers.ModelSerializer):
-    agent = serializers.SlugRelatedField(slug_field="agent_id", read_only=True)
+    agent = serializers.SlugRelatedField(slug_field="agent_id", read_only=True, allow_null=True)
     calls = serializers.SerializerMethodField()
     waiting_reason = serializers.SerializerMethodField()
     duration_seconds = serializers.FloatField(read_only=True)
@@ -145,7 +149,7 @@ class TaskRunSerializer(serializers.ModelSerializer):
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
-    workflow = serializers.PrimaryKeyRelatedField(read_only=True)
+    workflow = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     progress = serializers.SerializerMethodField()
 
     class Meta:

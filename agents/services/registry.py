@@ -610,7 +610,7 @@ def delete_capability(*, name: str) -> None:
         try:
             capability.delete()
         except ProtectedError as exc:
-            kinds = sorted({type(o)._meta.verbose_name_plural for o in exc.protected_objects})
+            kinds = sorted({str(type(o)._meta.verbose_name_plural) for o in exc.protected_objects})
             raise Conflict(
                 f"capability '{name}' is used by existing {' and '.join(kinds)}; it stays while they refer to it."
             ) from None

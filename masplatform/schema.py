@@ -47,3 +47,22 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             for code, description in errors.items():
                 operation["responses"].setdefault(code, {"description": description, "content": ref})
     return result
+
+
+def allow_empty_query_choices(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular POSTPROCESSING_HOOK: a choice query parameter given empty (``?state=``) means no
+    filter, as django-filter and the browsable API's filter forms have it; say so in its enum."""
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") != "query":
+                    continue
+                schema = parameter.get("schema", {})
+                target = schema.get("items", schema) if schema.get("type") == "array" else schema
+                enum = target.get("enum")
+                if enum and all(isinstance(v, str) for v in enum) and "" not in enum:
+                    target["enum"] = [*enum, ""]
+                    parameter["description"] = (parameter.get("description", "") + "\n\nEmpty: no filter.").strip()
+    return result

@@ -288,6 +288,7 @@ REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["rest_framework.parsers.JSONParser"]
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",
     "masplatform.schema.add_error_responses",
+    "masplatform.schema.allow_empty_query_choices",
 ]
 
 # --- Registry -----------------------------------------------------------------

@@ -141,3 +141,29 @@ def test_discovery_numbers_outside_0_to_1_are_a_400_as_the_schema_says(staff_cli
     response = staff_client.get(f"/api/agents/?{query}")
     assert response.status_code == 400, response.content
     assert query.split("=")[0] in response.json()
+
+
+@pytest.mark.parametrize("aggregation", [{}, None, 3])
+def test_a_scatter_tasks_aggregation_that_is_not_a_string_is_a_400(staff_client, used_capability, aggregation):
+    task = {"key": "a", "capability": "echo", "required_agents": 2, "aggregation": aggregation}
+    response = staff_client.post("/api/workflows/", {"name": "w", "tasks": [task]}, format="json")
+    assert response.status_code == 400 and "aggregation must be one of" in str(response.json()), response.json()
+
+
+def test_an_empty_choice_filter_means_no_filter_and_the_schema_says_so(staff_client):
+    AgentFactory(agent_id="a-1")
+    assert staff_client.get("/api/agents/", {"state": ""}).json()["count"] == 1
+    parameters = SchemaGenerator().get_schema(request=None, public=True)["paths"]["/api/agents/"]["get"]["parameters"]
+    (state,) = [p for p in parameters if p["name"] == "state"]
+    assert "" in state["schema"]["enum"]
+
+
+@pytest.mark.parametrize("field", ["name", "description", "condition"])
+def test_a_tasks_optional_text_may_be_empty_or_null_but_not_another_type(staff_client, used_capability, field):
+    def post(value):
+        task = {"key": "a", "capability": "echo", field: value}
+        return staff_client.post("/api/workflows/", {"name": f"w-{field}-{value!r}", "tasks": [task]}, format="json")
+
+    assert post("").status_code == 201 and post(None).status_code == 201
+    response = post({})
+    assert response.status_code == 400 and f"{field} must be a string" in str(response.json())

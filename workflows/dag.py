@@ -132,16 +132,16 @@ def parse_tasks(raw_tasks: Any, problems: Problems) -> list[TaskSpec]:
         elif len(set(depends_on)) != len(depends_on):
             problems.add(key, "depends_on lists a task twice")
             depends_on = list(dict.fromkeys(depends_on))
-        condition = raw.get("condition") or ""
-        if not isinstance(condition, str):
-            problems.add(key, "condition must be a string")
-            condition = ""
-        aggregation = raw.get("aggregation") or ""
+        condition = _optional_text(raw, "condition", key, problems)
+        aggregation = raw.get("aggregation", "")
+        if not isinstance(aggregation, str):  # null or an object is no aggregation, not the default one
+            problems.add(key, f"aggregation must be one of {', '.join(AGGREGATIONS)} (a string)")
+            aggregation = ""
         spec = TaskSpec(
             key=key,
             capability=capability,
-            name=str(raw.get("name") or ""),
-            description=str(raw.get("description") or ""),
+            name=_optional_text(raw, "name", key, problems),
+            description=_optional_text(raw, "description", key, problems),
             input=raw.get("input", {}),
             depends_on=depends_on,
             timeout=_number(raw, "timeout", 300.0, kind=float, low=0.1, high=86400, label=key, problems=problems),
@@ -151,7 +151,7 @@ def parse_tasks(raw_tasks: Any, problems: Problems) -> list[TaskSpec]:
             required_agents=_number(
                 raw, "required_agents", None, kind=int, low=1, high=1000, label=key, problems=problems
             ),
-            aggregation=aggregation if isinstance(aggregation, str) else "",
+            aggregation=aggregation,
         )
         if spec.input is None:
             spec.input = {}
@@ -325,3 +325,14 @@ def critical_path(
         path.append(node)
         node = via.get(node)
     return list(reversed(path)), best[end]
+
+
+def _optional_text(raw: dict, field: str, key: str, problems: Problems) -> str:
+    """A task's optional text: missing or null is empty; anything but a string is a problem."""
+    value = raw.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        problems.add(key, f"{field} must be a string")
+        return ""
+    return value

@@ -15,8 +15,8 @@ class WorkflowTaskInputSerializer(serializers.Serializer):
     """One task of a definition (documentation of the request body; checked by the services)."""
 
     key = serializers.CharField(help_text="unique in the workflow: letters, digits, '_' or '-'")
-    name = serializers.CharField(required=False)
-    description = serializers.CharField(required=False)
+    name = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
     capability = serializers.CharField(help_text="name of a registered capability")
     input = serializers.JSONField(required=False, allow_null=True, help_text='may contain "${context.x}" / "${tasks.k.output.y}"')
     depends_on = serializers.ListField(child=serializers.CharField(), required=False)
@@ -25,10 +25,10 @@ class WorkflowTaskInputSerializer(serializers.Serializer):
     )
     retries = serializers.IntegerField(required=False, min_value=0, max_value=100, help_text="re-runs under the 'retry' strategy")
     priority = serializers.IntegerField(required=False, min_value=0, max_value=9, help_text="0-9, higher first (default 5)")
-    condition = serializers.CharField(required=False, help_text='e.g. tasks.a.output.count > 10 and context.x == "y"')
+    condition = serializers.CharField(required=False, allow_blank=True, allow_null=True, help_text='e.g. tasks.a.output.count > 10 and context.x == "y"')
     required_agents = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1000)
     aggregation = serializers.ChoiceField(
-        choices=["average", "min", "max", "sum", "list", "majority"], required=False, allow_blank=True, allow_null=True
+        choices=["average", "min", "max", "sum", "list", "majority"], required=False, allow_blank=True
     )
 
 

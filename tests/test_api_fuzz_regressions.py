@@ -167,3 +167,10 @@ def test_a_tasks_optional_text_may_be_empty_or_null_but_not_another_type(staff_c
     assert post("").status_code == 201 and post(None).status_code == 201
     response = post({})
     assert response.status_code == 400 and f"{field} must be a string" in str(response.json())
+
+
+@pytest.mark.parametrize(("field", "value"), [("description", {}), ("description", 3), ("metadata", []), ("metadata", "")])
+def test_a_workflows_description_or_metadata_of_another_type_is_a_400(staff_client, used_capability, field, value):
+    body = {"name": "w", "tasks": [{"key": "a", "capability": "echo"}], field: value}
+    response = staff_client.post("/api/workflows/", body, format="json")
+    assert response.status_code == 400 and field in response.json(), response.json()

@@ -34,7 +34,7 @@ class WorkflowTaskInputSerializer(serializers.Serializer):
 
 class WorkflowInputSerializer(serializers.Serializer):
     name = serializers.CharField()
-    description = serializers.CharField(required=False)
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
     global_timeout = serializers.FloatField(
         required=False, min_value=1, max_value=10_000_000, help_text="seconds (default 3600)"
     )

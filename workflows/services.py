@@ -88,7 +88,10 @@ def check_definition(data: dict[str, Any]) -> tuple[dict[str, Any], list[dag.Tas
         errors["name"] = ["a name of 1-200 characters is required"]
     else:
         fields["name"] = name.strip()
-    fields["description"] = str(data.get("description") or "")
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        errors["description"] = ["must be a string"]
+    fields["description"] = description or ""
     for field, default, low, high, kind in (
         ("global_timeout", 3600.0, 1, 10_000_000, float),
         ("max_parallel_tasks", 10, 1, 100_000, int),
@@ -108,7 +111,8 @@ def check_definition(data: dict[str, Any]) -> tuple[dict[str, Any], list[dag.Tas
     if strategy not in FailureStrategy.values:
         errors["failure_strategy"] = [f"'{strategy}' is not one of {', '.join(FailureStrategy.values)}"]
     fields["failure_strategy"] = strategy
-    metadata = data.get("metadata") or {}
+    metadata = data.get("metadata")
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         errors["metadata"] = ["must be an object"]
     fields["metadata"] = metadata

@@ -83,6 +83,8 @@ P99_TARGET_S = 1.0
 P99_TARGET_CLIENTS = 500
 # A capability whose input schema accepts {} (the populated ones require a field).
 INVOKE_CAPABILITY = "bench-open"
+# Beyond gunicorn's worker timeout (60 s): a slow answer is counted as slow, not as an error of the client's.
+CLIENT_TIMEOUT_S = 90
 
 
 # --- The server ---------------------------------------------------------------------
@@ -175,14 +177,15 @@ class Client(threading.Thread):
         self.latencies: list[float] = []
         self.errors = 0
         self.error_kinds: dict[str, int] = {}
+        self.in_flight = False
 
     def run(self) -> None:
         conn: http.client.HTTPConnection | None = None
         while not self.stop:
             if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            measuring = self.measuring
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=CLIENT_TIMEOUT_S)
             started = time.perf_counter()
+            self.in_flight = True
             try:
                 conn.request(self.method, self.path, body=self.body, headers=self.headers)
                 response = conn.getresponse()
@@ -197,7 +200,10 @@ class Client(threading.Thread):
                 conn.close()
                 conn = None
             elapsed = time.perf_counter() - started
-            if measuring and self.measuring:
+            self.in_flight = False
+            # Counted when it ends inside the measured window, whenever it started: a level
+            # slower than the warm-up still counts its answers.
+            if self.measuring:
                 if ok:
                     self.latencies.append(elapsed)
                 else:
@@ -223,10 +229,11 @@ def run_level(
         c.measuring = False
     elapsed = time.perf_counter() - started
     cpu = process_cpu_seconds(master) - cpu_before
+    unanswered = sum(c.in_flight for c in clients)
     for c in clients:
         c.stop = True
     for c in clients:
-        c.join(35)
+        c.join(CLIENT_TIMEOUT_S + 5)
     latencies = [x for c in clients for x in c.latencies]
     errors = sum(c.errors for c in clients)
     kinds: dict[str, int] = {}
@@ -241,6 +248,10 @@ def run_level(
         "errors": errors,
         "error_kinds": kinds,
         "rps": ok / elapsed,
+        "unanswered_at_end": unanswered,
+        # Little's law for a closed loop: mean latency = clients / throughput. Unlike p50/p99 it
+        # includes the requests still waiting when the window closed.
+        "little_ms": len(clients) / (ok / elapsed) * 1000 if ok else float("nan"),
         "p50_ms": summary["p50_ms"],
         "p99_ms": summary["p99_ms"],
         "cpu_s": cpu,
@@ -419,7 +430,19 @@ def run_stack(stack: str, args: argparse.Namespace) -> StackResult:
 
 
 def level_table(stack: str, levels: Sequence[dict[str, Any]]) -> str:
-    headers = ("Kind", "Clients", "Req/s", "p50 ms", "p99 ms", "Errors", "CPU ms/req", "Target", "Met")
+    headers = (
+        "Kind",
+        "Clients",
+        "Req/s",
+        "p50 ms",
+        "p99 ms",
+        "N/X ms",
+        "Waiting",
+        "Errors",
+        "CPU ms/req",
+        "Target",
+        "Met",
+    )
     cells = [headers] + [
         (
             lv["kind"],
@@ -427,6 +450,8 @@ def level_table(stack: str, levels: Sequence[dict[str, Any]]) -> str:
             f"{lv['rps']:.0f}",
             f"{lv['p50_ms']:.0f}",
             f"{lv['p99_ms']:.0f}",
+            f"{lv['little_ms']:.0f}",
+            str(lv["unanswered_at_end"]),
             lv["errors_text"],
             f"{lv['cpu_ms_per_request']:.1f}",
             lv["target"],
@@ -449,6 +474,11 @@ def print_result(result: StackResult) -> None:
         print(f"{key + ':':<14} {value}")
     print(f"{'parameters:':<14} {', '.join(f'{k}={v}' for k, v in result.parameters.items())}\n")
     print(level_table(result.stack, result.raw["levels"]))
+    print(
+        "\nN/X ms: clients / requests per second, the mean latency by Little's law (a closed loop), "
+        "which counts the requests still waiting; Waiting: clients still waiting for an answer when the "
+        "window closed (p50/p99 count only the answers that came)."
+    )
     for note in result.notes:
         print(f"- {note}")
     sys.stdout.flush()

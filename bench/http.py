@@ -177,7 +177,7 @@ class Client(threading.Thread):
         self.latencies: list[float] = []
         self.errors = 0
         self.error_kinds: dict[str, int] = {}
-        self.in_flight = False
+        self.started: float | None = None  # of the request in flight
 
     def run(self) -> None:
         conn: http.client.HTTPConnection | None = None
@@ -185,7 +185,7 @@ class Client(threading.Thread):
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=CLIENT_TIMEOUT_S)
             started = time.perf_counter()
-            self.in_flight = True
+            self.started = started
             try:
                 conn.request(self.method, self.path, body=self.body, headers=self.headers)
                 response = conn.getresponse()
@@ -200,7 +200,7 @@ class Client(threading.Thread):
                 conn.close()
                 conn = None
             elapsed = time.perf_counter() - started
-            self.in_flight = False
+            self.started = None
             # Counted when it ends inside the measured window, whenever it started: a level
             # slower than the warm-up still counts its answers.
             if self.measuring:
@@ -229,7 +229,10 @@ def run_level(
         c.measuring = False
     elapsed = time.perf_counter() - started
     cpu = process_cpu_seconds(master) - cpu_before
-    unanswered = sum(c.in_flight for c in clients)
+    closed = time.perf_counter()
+    starts = [c.started for c in clients]  # each read once: a client may be finishing meanwhile
+    waits = [closed - t for t in starts if t is not None]
+    oldest = max(waits) * 1000 if waits else 0.0
     for c in clients:
         c.stop = True
     for c in clients:
@@ -248,7 +251,7 @@ def run_level(
         "errors": errors,
         "error_kinds": kinds,
         "rps": ok / elapsed,
-        "unanswered_at_end": unanswered,
+        "oldest_wait_ms": oldest,
         # Little's law for a closed loop: mean latency = clients / throughput. Unlike p50/p99 it
         # includes the requests still waiting when the window closed.
         "little_ms": len(clients) / (ok / elapsed) * 1000 if ok else float("nan"),
@@ -451,7 +454,7 @@ def level_table(stack: str, levels: Sequence[dict[str, Any]]) -> str:
             f"{lv['p50_ms']:.0f}",
             f"{lv['p99_ms']:.0f}",
             f"{lv['little_ms']:.0f}",
-            str(lv["unanswered_at_end"]),
+            f"{lv['oldest_wait_ms']:.0f}",
             lv["errors_text"],
             f"{lv['cpu_ms_per_request']:.1f}",
             lv["target"],
@@ -476,8 +479,8 @@ def print_result(result: StackResult) -> None:
     print(level_table(result.stack, result.raw["levels"]))
     print(
         "\nN/X ms: clients / requests per second, the mean latency by Little's law (a closed loop), "
-        "which counts the requests still waiting; Waiting: clients still waiting for an answer when the "
-        "window closed (p50/p99 count only the answers that came)."
+        "which counts the requests still waiting; Oldest ms: the longest any client had been waiting "
+        "for its answer when the window closed (p50/p99 count only the answers that came)."
     )
     for note in result.notes:
         print(f"- {note}")

@@ -440,7 +440,7 @@ def level_table(stack: str, levels: Sequence[dict[str, Any]]) -> str:
         "p50 ms",
         "p99 ms",
         "N/X ms",
-        "Waiting",
+        "Oldest ms",
         "Errors",
         "CPU ms/req",
         "Target",

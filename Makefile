@@ -45,6 +45,7 @@ run: setup
 bench: setup
 	$(PY) bench/registry.py $(ARGS)
 	$(PY) bench/invocations.py $(ARGS)
+	$(PY) bench/http.py $(ARGS)
 
 clean:
 	-$(PY) manage.py broker stop

@@ -63,11 +63,19 @@ IDLE_CHECK_AFTER = 1.0
 _last_call_at = 0.0
 
 
-def _check_connection() -> None:
+def check_connection() -> None:
+    """Before a task of this agent: drop the thread's database connection if it is broken, past its age,
+    or has been idle (then Django opens a new one)."""
     idle = time.monotonic() - _last_call_at > IDLE_CHECK_AFTER
     expired = connection.close_at is not None and time.monotonic() >= connection.close_at
     if idle or expired or connection.errors_occurred:
         close_old_connections()  # drops a broken connection or one past MASP_DB_CONN_MAX_AGE
+
+
+def note_activity() -> None:
+    """A task of this agent (a call or a message) just used the connection: it is not idle."""
+    global _last_call_at
+    _last_call_at = time.monotonic()
 
 
 def execute(invocation_id: str, *, timeout: float | None = None) -> str:
@@ -84,7 +92,7 @@ def execute(invocation_id: str, *, timeout: float | None = None) -> str:
             "event=invocation_without_agent invocation=%s: this worker was not started by run_agent", invocation_id
         )
         return "no agent"
-    _check_connection()
+    check_connection()
     agent = runtime.agent
     try:
         try:

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "masplatform",
     "agents",
+    "messaging",
     "workflows",
     "conflicts",
     "demo",
@@ -338,6 +339,20 @@ MASP_MAX_LOST_ATTEMPTS = env_int("MASP_MAX_LOST_ATTEMPTS", 3)
 MASP_REDISPATCH_AFTER = env_float("MASP_REDISPATCH_AFTER", 300.0)
 # Workflows: how often the beat sweep ends executions past their global timeout (and re-pins scatter shares).
 MASP_WORKFLOW_SWEEP_INTERVAL = env_float("MASP_WORKFLOW_SWEEP_INTERVAL", 5.0)
+
+# --- Messaging (docs/messaging.md) ---------------------------------------------
+MASP_MESSAGE_TTL = env_float("MASP_MESSAGE_TTL", 3600.0)  # seconds a message waits in an inbox by default
+MASP_MESSAGE_MAX_TTL = env_float("MASP_MESSAGE_MAX_TTL", 7 * 86400.0)
+MASP_MESSAGE_MAX_BYTES = env_int("MASP_MESSAGE_MAX_BYTES", 256 * 1024)  # a message's content, as JSON
+MASP_MESSAGE_MAX_ATTEMPTS = env_int("MASP_MESSAGE_MAX_ATTEMPTS", 5)  # hand-outs before a delivery is dead
+MASP_MESSAGE_RETRY_BACKOFF = env_float("MASP_MESSAGE_RETRY_BACKOFF", 1.0)
+MASP_MESSAGE_RETRY_BACKOFF_MAX = env_float("MASP_MESSAGE_RETRY_BACKOFF_MAX", 60.0)
+MASP_MESSAGE_HANDLER_TIMEOUT = env_float("MASP_MESSAGE_HANDLER_TIMEOUT", 60.0)  # an SDK handler's time limit
+MASP_INBOX_VISIBILITY = env_float("MASP_INBOX_VISIBILITY", 30.0)  # an HTTP agent's time to ack
+MASP_REQUEST_TIMEOUT = env_float("MASP_REQUEST_TIMEOUT", 30.0)
+MASP_MESSAGE_SWEEP_INTERVAL = env_float("MASP_MESSAGE_SWEEP_INTERVAL", 2.0)
+MASP_MESSAGE_REDISPATCH_AFTER = env_float("MASP_MESSAGE_REDISPATCH_AFTER", 60.0)
+MASP_MESSAGE_RETENTION_DAYS = env_float("MASP_MESSAGE_RETENTION_DAYS", 7.0)
 
 # --- Retention: beat sweeps delete finished history past these ages (docs/operations.md, "Retention") ---
 MASP_AGENT_RETENTION_DAYS = env_float("MASP_AGENT_RETENTION_DAYS", 7.0)

@@ -52,6 +52,10 @@ def test_broadcast_skips_unregistered_agents_but_reaches_offline_ones():
     gone.unregistered_at = timezone.now()
     gone.save()
     assert recipients(services.send(as_agent(pub), {}, broadcast=True)) == {"offline"}
+    assert recipients(services.send(as_agent(pub), {}, to="offline")) == {"offline"}  # it waits
+    with pytest.raises(InvalidInput) as err:
+        services.send(as_agent(pub), {}, to="gone")
+    assert "unregistered" in err.value.detail["to"][0]
 
 
 def test_wildcards_types_senders_and_content_filters_are_matched_in_the_database():

@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from agents.models import AgentState
+from agents.models import Agent, AgentState
 from masplatform.exceptions import Conflict, InvalidInput
 from messaging import selectors, services
 from messaging.models import Delivery, DeliveryStatus, Endpoint, Message, RequestStatus, RoutingRule, Transport
@@ -312,3 +312,41 @@ def test_stats_count_types_statuses_and_latency():
     assert stats["deliveries_by_status"]["acked"] == 1 and stats["deliveries_by_status"]["delivered"] == 1
     assert stats["acked_in_window"] == 1 and stats["fanout_latency_ms"]["p50"] >= 0
     assert stats["inbox_depth"] == {"a": 1}
+
+
+def test_the_database_and_the_explanation_agree_on_who_matches():
+    """The recipients come from SQL (regular expressions, bit masks, filter pairs); the explanation from
+    Python (messaging.routing). For a grid of subscriptions and messages, both give the same answer."""
+    import itertools
+
+    from messaging import routing
+
+    pub, other = agents("weather_pub", "stock_pub")
+    specs = list(
+        itertools.product(
+            ["weather", "weather.*", "weather.#", "#", "*.nyc", "weather.#.today"],
+            [[], ["broadcast", "request"]],
+            [[], ["weather_*"]],
+            [{}, {"type": "data_update"}, {"data.location": "NY", "data.n": 1}],
+        )
+    )
+    subscribers = {}
+    for i, (pattern, types, senders, where) in enumerate(specs):
+        (agent,) = agents(f"s{i}")
+        services.subscribe(agent, pattern, types=types, senders=senders, where=where)
+        subscribers[agent.agent_id] = (pattern, types, senders, where)
+    contents = [{"type": "data_update", "data": {"location": "NY", "n": 1.0}}, {"type": "other", "data": {"n": 1}}]
+    for sender, topic, type_, content in itertools.product(
+        [pub, other], ["weather", "weather.nyc", "weather.nyc.today"], ["event", "broadcast"], contents
+    ):
+        message = services.send(as_agent(sender), content, topic=topic, type=type_)
+        got = recipients(message)
+        envelope = routing.Envelope(type_, topic, sender.agent_id, content)
+        for agent_id, (pattern, types, senders, where) in subscribers.items():
+            mismatch = routing.subscription_mismatch(
+                pattern=pattern, message_types=types, sender_patterns=senders, filters=where, message=envelope
+            )
+            assert (agent_id in got) == (mismatch is None), (agent_id, topic, type_, sender.agent_id, mismatch)
+    # and the selector reports it per agent
+    some = next(a for a in subscribers if a not in got)
+    assert not selectors.explain(message, Agent.objects.get(agent_id=some)).received

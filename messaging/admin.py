@@ -18,7 +18,8 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -56,6 +57,7 @@ REQUEST_COLOURS = {
     "no_responders": "#757575",
 }
 OPEN = ",".join(selectors.OPEN)
+REDELIVERABLE = (DeliveryStatus.DEAD, DeliveryStatus.FAILED, DeliveryStatus.EXPIRED)
 
 
 def delivery_badge(status: str) -> str:
@@ -448,10 +450,40 @@ class DeliveryAdmin(PermissionCheckedActions, admin.ModelAdmin):
         text = delivery.last_error
         return text if len(text) <= 80 else text[:77] + "..."
 
+    def render_change_form(
+        self, request: HttpRequest, context: dict, add: bool = False, change: bool = False, form_url: str = "", obj=None
+    ) -> HttpResponse:
+        context["can_redeliver"] = (
+            obj is not None and obj.status in REDELIVERABLE and self.has_operate_permission(request)
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self) -> list:
+        return [
+            path(
+                "<path:object_id>/redeliver/",
+                self.admin_site.admin_view(self.redeliver_view),
+                name="messaging_delivery_redeliver",
+            ),
+            *super().get_urls(),
+        ]
+
+    def redeliver_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_operate_permission(request):
+            raise PermissionDenied("You need the permission 'Can change delivery' to redeliver a delivery.")
+        delivery = get_object_or_404(Delivery, pk=object_id)
+        self._redeliver(request, [(delivery.pk, delivery.agent.agent_id)])
+        return HttpResponseRedirect(reverse("admin:messaging_delivery_change", args=[delivery.pk]))
+
     @admin.action(description="Redeliver selected (dead, failed or expired) deliveries", permissions=["operate"])
     def redeliver_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        self._redeliver(request, queryset.order_by("pk").values_list("pk", "agent__agent_id"))
+
+    def _redeliver(self, request: HttpRequest, rows: Any) -> None:
         shown = 0
-        for pk, agent_id in queryset.order_by("pk").values_list("pk", "agent__agent_id"):
+        for pk, agent_id in rows:
             try:
                 services.redeliver(pk)
                 level, text = messages.SUCCESS, f"Delivery {pk} to {agent_id}: redelivered."

@@ -391,3 +391,25 @@ def test_endpoints_are_read_only(admin_client):
         admin_client.post(reverse("admin:messaging_endpoint_delete", args=[endpoint.pk]), {"post": "yes"}).status_code
         == 403
     )
+
+
+def test_a_dead_deliverys_page_has_a_redeliver_button_for_those_who_may(admin_client, django_user_model):
+    from django.test import Client
+
+    agent = AgentFactory(agent_id="flaky-3")
+    dead = _dead_delivery(agent)
+    page = reverse("admin:messaging_delivery_change", args=[dead.pk])
+    button = reverse("admin:messaging_delivery_redeliver", args=[dead.pk])
+    viewer = django_user_model.objects.create_user("viewer", password="viewer-pass-123", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_delivery"))
+    client = Client()
+    client.force_login(viewer)
+    assert button not in client.get(page).content.decode()
+    assert client.post(button).status_code == 403
+
+    assert button in admin_client.get(page).content.decode()
+    assert admin_client.get(button).status_code == 405
+    response = admin_client.post(button, follow=True)
+    assert f"Delivery {dead.pk} to flaky-3: redelivered." in [str(m) for m in get_messages(response.wsgi_request)]
+    assert Delivery.objects.get(pk=dead.pk).status == "pending"
+    assert button not in admin_client.get(page).content.decode()  # pending: nothing to redeliver

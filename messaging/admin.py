@@ -382,6 +382,7 @@ class DeliveryAdmin(PermissionCheckedActions, admin.ModelAdmin):
     list_filter = [DeliveryStatusFilter, DeliveryAgentFilter]
     search_fields = ["agent__agent_id"]
     list_select_related = ["agent", "message"]
+    ordering = ["-id"]  # newest first, by the primary key's index (the model's order is an inbox's)
     list_per_page = 100
     show_full_result_count = False
     actions = ["redeliver_selected"]

@@ -9,12 +9,13 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
 
 from agents.models import Agent, AgentState, Invocation, InvocationStatus
 from agents.sdk import AgentDefinition, CallContext, Cancelled
@@ -37,6 +38,8 @@ class Runtime:
     agent_pk: int
     worker_name: str
     concurrency: int
+    # when this process set up its agent: what the agent had taken before then was a previous run's
+    started_at: datetime = field(default_factory=timezone.now)
 
     @functools.cached_property
     def agent(self) -> Agent:

@@ -30,7 +30,7 @@ def start(rt: runtime.Runtime) -> int:
         agent,
         [(s.pattern, list(s.types), list(s.senders), s.where) for s in definition.subscriptions],
     )
-    drained = services.drain_at_start(agent.pk)
+    drained = services.drain_at_start(agent.pk, started_at=rt.started_at)
     logger.info("event=inbox_drained agent_id=%s deliveries=%d", agent.agent_id, drained)
     return drained
 

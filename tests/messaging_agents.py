@@ -26,7 +26,7 @@ def _note(message, ctx, extra: str = "") -> None:
     if path:
         with open(path, "a") as f:
             f.write(
-                f"{ctx.agent_id} {message.id} {message.topic} {message.content.get('seq', '')} {ctx.attempt}{extra}\n"
+                f"{ctx.agent_id} {message.id} {message.topic or '-'} {message.content.get('seq', '-')} {ctx.attempt}{extra}\n"
             )
 
 

@@ -266,11 +266,12 @@ def dispatch_waiting(agent_pk: int) -> int:
     return len(waiting)
 
 
-def drain_at_start(agent_pk: int) -> int:
-    """A worker starting for this agent: what a previous run of it had taken but not acked (it died)
-    waits again, and every waiting delivery is sent to the new worker."""
+def drain_at_start(agent_pk: int, *, started_at: datetime) -> int:
+    """A worker that started at ``started_at`` for this agent: what a previous run of it had taken but
+    not acked (it died) waits again, and every waiting delivery is sent to the new worker. What the new
+    worker itself took meanwhile (its queue is consumed already) is left alone."""
     now = timezone.now()
-    Delivery.objects.filter(agent_id=agent_pk, status=DeliveryStatus.DELIVERED).update(
+    Delivery.objects.filter(agent_id=agent_pk, status=DeliveryStatus.DELIVERED, delivered_at__lt=started_at).update(
         status=DeliveryStatus.PENDING, available_at=now, visible_at=None
     )
     return dispatch_waiting(agent_pk)

@@ -143,6 +143,8 @@ def send(
         problem = routing.topic_problem(topic)
         if problem:
             raise InvalidInput({"topic": [problem]})
+    if to_agent is not None and to_agent.unregistered_at is not None and type != MessageType.REQUEST:
+        raise InvalidInput({"to": [f"Agent '{to_agent.agent_id}' is unregistered; nothing would receive this."]})
     if type == MessageType.REQUEST and to_agent is None:
         raise InvalidInput({"to": ["A request goes to one agent: give 'to'."]})
     priority = int(_check_number(priority, "priority", 0, 9, integer=True))

@@ -242,7 +242,7 @@ class AgentAdmin(PermissionCheckedActions, admin.ModelAdmin):
     @admin.display(description="recent events")
     def recent_events(self, agent: Agent) -> str:
         events = agent.events.all()[:20]
-        url = reverse("admin:agents_agentevent_changelist") + f"?agent__agent_id={agent.agent_id}"
+        url = reverse("admin:agents_agentevent_changelist") + f"?q={agent.agent_id}"
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{} → {}</td></tr>",

@@ -377,6 +377,7 @@ LOGGING = {
     "loggers": {
         "masplatform": {"level": LOG_LEVEL},
         "agents": {"level": LOG_LEVEL},
+        "messaging": {"level": LOG_LEVEL},
         "workflows": {"level": LOG_LEVEL},
         "conflicts": {"level": LOG_LEVEL},
     },

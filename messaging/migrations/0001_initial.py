@@ -8,185 +8,423 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('agents', '0006_agent_call_counters'),
+        ("agents", "0006_agent_call_counters"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Endpoint',
+            name="Endpoint",
             fields=[
-                ('agent', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='endpoint', serialize=False, to='agents.agent')),
-                ('transport', models.CharField(choices=[('worker', 'SDK worker (Celery queue agent.<id>)'), ('http', 'HTTP inbox')], default='http', max_length=8)),
-                ('handles', models.JSONField(blank=True, default=list, help_text='content or message types; empty: any')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "agent",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="endpoint",
+                        serialize=False,
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "transport",
+                    models.CharField(
+                        choices=[("worker", "SDK worker (Celery queue agent.<id>)"), ("http", "HTTP inbox")],
+                        default="http",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "handles",
+                    models.JSONField(blank=True, default=list, help_text="content or message types; empty: any"),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='RoutingRule',
+            name="RoutingRule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('position', models.PositiveIntegerField(default=100, help_text='rules are applied in ascending order')),
-                ('enabled', models.BooleanField(default=True)),
-                ('message_types', models.JSONField(blank=True, default=list, help_text='empty: every type')),
-                ('topic_pattern', models.CharField(blank=True, default='', help_text='empty: any topic', max_length=255)),
-                ('sender_pattern', models.CharField(blank=True, default='', help_text='glob; empty: any sender', max_length=160)),
-                ('content_filters', models.JSONField(blank=True, default=dict)),
-                ('action', models.CharField(choices=[('add_agent', 'add an agent'), ('add_topic', 'add the subscribers of a topic'), ('drop', 'drop the message')], max_length=16)),
-                ('target_topic', models.CharField(blank=True, default='', help_text='for add_topic', max_length=255)),
-                ('stop', models.BooleanField(default=False, help_text='do not apply later rules to a message this one matched')),
-                ('description', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('target_agent', models.ForeignKey(blank=True, help_text='for add_agent', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='agents.agent')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "position",
+                    models.PositiveIntegerField(default=100, help_text="rules are applied in ascending order"),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("message_types", models.JSONField(blank=True, default=list, help_text="empty: every type")),
+                (
+                    "topic_pattern",
+                    models.CharField(blank=True, default="", help_text="empty: any topic", max_length=255),
+                ),
+                (
+                    "sender_pattern",
+                    models.CharField(blank=True, default="", help_text="glob; empty: any sender", max_length=160),
+                ),
+                ("content_filters", models.JSONField(blank=True, default=dict)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("add_agent", "add an agent"),
+                            ("add_topic", "add the subscribers of a topic"),
+                            ("drop", "drop the message"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("target_topic", models.CharField(blank=True, default="", help_text="for add_topic", max_length=255)),
+                (
+                    "stop",
+                    models.BooleanField(
+                        default=False, help_text="do not apply later rules to a message this one matched"
+                    ),
+                ),
+                ("description", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "target_agent",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="for add_agent",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="agents.agent",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['position', 'id'],
+                "ordering": ["position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('sender', models.CharField(max_length=160)),
-                ('type', models.CharField(choices=[('request', 'request'), ('response', 'response'), ('broadcast', 'broadcast'), ('event', 'event'), ('heartbeat', 'heartbeat'), ('error', 'error')], default='event', max_length=16)),
-                ('addressing', models.CharField(choices=[('direct', 'direct'), ('topic', 'topic'), ('broadcast', 'broadcast')], max_length=16)),
-                ('topic', models.CharField(blank=True, default='', max_length=255)),
-                ('content', models.JSONField(blank=True, default=dict)),
-                ('content_type', models.CharField(blank=True, default='', help_text="content['type'], which SDK handlers are keyed by", max_length=100)),
-                ('correlation_id', models.UUIDField(blank=True, null=True)),
-                ('reply_to', models.CharField(blank=True, default='', help_text='agent id the response goes to', max_length=100)),
-                ('priority', models.PositiveSmallIntegerField(default=5, validators=[django.core.validators.MaxValueValidator(9)])),
-                ('created_at', models.DateTimeField()),
-                ('expires_at', models.DateTimeField()),
-                ('recipient_count', models.PositiveIntegerField(default=0)),
-                ('request_status', models.CharField(blank=True, choices=[('pending', 'pending'), ('answered', 'answered'), ('failed', 'failed'), ('timed_out', 'timed out'), ('no_responders', 'no responders')], default='', max_length=16)),
-                ('timeout', models.FloatField(blank=True, null=True)),
-                ('answered_at', models.DateTimeField(blank=True, null=True)),
-                ('sender_agent', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='sent_messages', to='agents.agent')),
-                ('to_agent', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='direct_messages', to='agents.agent')),
-                ('dropped_by', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='messaging.routingrule')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("sender", models.CharField(max_length=160)),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("request", "request"),
+                            ("response", "response"),
+                            ("broadcast", "broadcast"),
+                            ("event", "event"),
+                            ("heartbeat", "heartbeat"),
+                            ("error", "error"),
+                        ],
+                        default="event",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "addressing",
+                    models.CharField(
+                        choices=[("direct", "direct"), ("topic", "topic"), ("broadcast", "broadcast")], max_length=16
+                    ),
+                ),
+                ("topic", models.CharField(blank=True, default="", max_length=255)),
+                ("content", models.JSONField(blank=True, default=dict)),
+                (
+                    "content_type",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        help_text="content['type'], which SDK handlers are keyed by",
+                        max_length=100,
+                    ),
+                ),
+                ("correlation_id", models.UUIDField(blank=True, null=True)),
+                (
+                    "reply_to",
+                    models.CharField(blank=True, default="", help_text="agent id the response goes to", max_length=100),
+                ),
+                (
+                    "priority",
+                    models.PositiveSmallIntegerField(
+                        default=5, validators=[django.core.validators.MaxValueValidator(9)]
+                    ),
+                ),
+                ("created_at", models.DateTimeField()),
+                ("expires_at", models.DateTimeField()),
+                ("recipient_count", models.PositiveIntegerField(default=0)),
+                (
+                    "request_status",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("pending", "pending"),
+                            ("answered", "answered"),
+                            ("failed", "failed"),
+                            ("timed_out", "timed out"),
+                            ("no_responders", "no responders"),
+                        ],
+                        default="",
+                        max_length=16,
+                    ),
+                ),
+                ("timeout", models.FloatField(blank=True, null=True)),
+                ("answered_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "sender_agent",
+                    models.ForeignKey(
+                        blank=True,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="sent_messages",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "to_agent",
+                    models.ForeignKey(
+                        blank=True,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="direct_messages",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "dropped_by",
+                    models.ForeignKey(
+                        blank=True,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="messaging.routingrule",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Subscription',
+            name="Subscription",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('pattern', models.CharField(help_text='dotted words; * one word, # zero or more words', max_length=255)),
-                ('message_types', models.JSONField(blank=True, default=list, help_text='empty: every type')),
-                ('sender_patterns', models.JSONField(blank=True, default=list, help_text='globs, e.g. agent:weather_*')),
-                ('content_filters', models.JSONField(blank=True, default=dict, help_text='{"dotted.key": value}, all equal')),
-                ('topic_regex', models.CharField(editable=False, max_length=1200)),
-                ('sender_regex', models.CharField(blank=True, default='', editable=False, max_length=2000)),
-                ('type_mask', models.PositiveIntegerField(default=0, editable=False)),
-                ('declared', models.BooleanField(default=False, help_text="declared by the agent's SDK code (replaced at its start)")),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='subscriptions', to='agents.agent')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "pattern",
+                    models.CharField(help_text="dotted words; * one word, # zero or more words", max_length=255),
+                ),
+                ("message_types", models.JSONField(blank=True, default=list, help_text="empty: every type")),
+                (
+                    "sender_patterns",
+                    models.JSONField(blank=True, default=list, help_text="globs, e.g. agent:weather_*"),
+                ),
+                (
+                    "content_filters",
+                    models.JSONField(blank=True, default=dict, help_text='{"dotted.key": value}, all equal'),
+                ),
+                ("topic_regex", models.CharField(editable=False, max_length=1200)),
+                ("sender_regex", models.CharField(blank=True, default="", editable=False, max_length=2000)),
+                ("type_mask", models.PositiveIntegerField(default=0, editable=False)),
+                (
+                    "declared",
+                    models.BooleanField(
+                        default=False, help_text="declared by the agent's SDK code (replaced at its start)"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="subscriptions", to="agents.agent"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['agent_id', 'pattern', 'id'],
+                "ordering": ["agent_id", "pattern", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Delivery',
+            name="Delivery",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('delivered', 'delivered'), ('acked', 'acked'), ('expired', 'expired'), ('failed', 'failed (will be retried)'), ('dead', 'dead')], default='pending', max_length=16)),
-                ('priority', models.PositiveSmallIntegerField(default=5)),
-                ('expires_at', models.DateTimeField()),
-                ('created_at', models.DateTimeField()),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('available_at', models.DateTimeField(help_text="not handed out before (a retry's backoff)")),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('visible_at', models.DateTimeField(blank=True, help_text='handed out again if not acked by then (the visibility deadline)', null=True)),
-                ('acked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('dispatched_at', models.DateTimeField(blank=True, help_text='its last Celery message (SDK agents)', null=True)),
-                ('via', models.CharField(max_length=16)),
-                ('agent', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='agents.agent')),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='messaging.message')),
-                ('rule', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='messaging.routingrule')),
-                ('subscription', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='messaging.subscription')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("delivered", "delivered"),
+                            ("acked", "acked"),
+                            ("expired", "expired"),
+                            ("failed", "failed (will be retried)"),
+                            ("dead", "dead"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("priority", models.PositiveSmallIntegerField(default=5)),
+                ("expires_at", models.DateTimeField()),
+                ("created_at", models.DateTimeField()),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("available_at", models.DateTimeField(help_text="not handed out before (a retry's backoff)")),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "visible_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="handed out again if not acked by then (the visibility deadline)",
+                        null=True,
+                    ),
+                ),
+                ("acked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True, default="")),
+                (
+                    "dispatched_at",
+                    models.DateTimeField(blank=True, help_text="its last Celery message (SDK agents)", null=True),
+                ),
+                ("via", models.CharField(max_length=16)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="deliveries", to="messaging.message"
+                    ),
+                ),
+                (
+                    "rule",
+                    models.ForeignKey(
+                        blank=True,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="messaging.routingrule",
+                    ),
+                ),
+                (
+                    "subscription",
+                    models.ForeignKey(
+                        blank=True,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="messaging.subscription",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'deliveries',
-                'ordering': ['-priority', 'created_at', 'id'],
+                "verbose_name_plural": "deliveries",
+                "ordering": ["-priority", "created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='SubscriptionFilter',
+            name="SubscriptionFilter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=200)),
-                ('pair', models.CharField(max_length=1200)),
-                ('subscription', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='filters', to='messaging.subscription')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.CharField(max_length=200)),
+                ("pair", models.CharField(max_length=1200)),
+                (
+                    "subscription",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="filters", to="messaging.subscription"
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['created_at'], name='message_created'),
+            model_name="message",
+            index=models.Index(fields=["created_at"], name="message_created"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['correlation_id'], name='message_correlation'),
+            model_name="message",
+            index=models.Index(fields=["correlation_id"], name="message_correlation"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['sender', 'created_at'], name='message_sender'),
+            model_name="message",
+            index=models.Index(fields=["sender", "created_at"], name="message_sender"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('request_status', 'pending')), fields=['expires_at'], name='message_request_deadline'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("request_status", "pending")),
+                fields=["expires_at"],
+                name="message_request_deadline",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.CheckConstraint(condition=models.Q(('priority__lte', 9)), name='message_priority_0_9'),
+            model_name="message",
+            constraint=models.CheckConstraint(condition=models.Q(("priority__lte", 9)), name="message_priority_0_9"),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.CheckConstraint(condition=models.Q(('type__in', ['request', 'response', 'broadcast', 'event', 'heartbeat', 'error'])), name='message_type_valid'),
+            model_name="message",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("type__in", ["request", "response", "broadcast", "event", "heartbeat", "error"])),
+                name="message_type_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='subscription',
-            constraint=models.UniqueConstraint(fields=('agent', 'pattern', 'message_types', 'sender_patterns', 'content_filters'), name='subscription_unique'),
+            model_name="subscription",
+            constraint=models.UniqueConstraint(
+                fields=("agent", "pattern", "message_types", "sender_patterns", "content_filters"),
+                name="subscription_unique",
+            ),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(models.F('agent'), models.OrderBy(models.F('priority'), descending=True), models.F('created_at'), models.F('id'), condition=models.Q(('status__in', ['pending', 'failed', 'delivered'])), name='delivery_inbox'),
+            model_name="delivery",
+            index=models.Index(
+                models.F("agent"),
+                models.OrderBy(models.F("priority"), descending=True),
+                models.F("created_at"),
+                models.F("id"),
+                condition=models.Q(("status__in", ["pending", "failed", "delivered"])),
+                name="delivery_inbox",
+            ),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(condition=models.Q(('status__in', ['pending', 'failed'])), fields=['expires_at'], name='delivery_open_expiry'),
+            model_name="delivery",
+            index=models.Index(
+                condition=models.Q(("status__in", ["pending", "failed"])),
+                fields=["expires_at"],
+                name="delivery_open_expiry",
+            ),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(condition=models.Q(('status', 'delivered')), fields=['visible_at'], name='delivery_visibility'),
+            model_name="delivery",
+            index=models.Index(
+                condition=models.Q(("status", "delivered")), fields=["visible_at"], name="delivery_visibility"
+            ),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['acked_at'], name='delivery_acked'),
+            model_name="delivery",
+            index=models.Index(fields=["acked_at"], name="delivery_acked"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(condition=models.Q(('status', 'dead')), fields=['status'], name='delivery_dead'),
+            model_name="delivery",
+            index=models.Index(condition=models.Q(("status", "dead")), fields=["status"], name="delivery_dead"),
         ),
         migrations.AddConstraint(
-            model_name='delivery',
-            constraint=models.UniqueConstraint(fields=('message', 'agent'), name='delivery_one_per_recipient'),
+            model_name="delivery",
+            constraint=models.UniqueConstraint(fields=("message", "agent"), name="delivery_one_per_recipient"),
         ),
         migrations.AddConstraint(
-            model_name='delivery',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'delivered', 'acked', 'expired', 'failed', 'dead'])), name='delivery_status_valid'),
+            model_name="delivery",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["pending", "delivered", "acked", "expired", "failed", "dead"])),
+                name="delivery_status_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='subscriptionfilter',
-            index=models.Index(fields=['key'], name='subscriptionfilter_key'),
+            model_name="subscriptionfilter",
+            index=models.Index(fields=["key"], name="subscriptionfilter_key"),
         ),
     ]

@@ -123,11 +123,21 @@ def purge_messages(*, older_than_days: float | None = None, batch_size: int | No
         )
         if not ids:
             break
+        picked = len(ids)
         with transaction.atomic():
+            # checked again under the lock of their deliveries: one redelivered meanwhile is kept (and a
+            # redelivery that waits for this lock then finds no delivery, and says so)
+            list(Delivery.objects.select_for_update().filter(message_id__in=ids).values_list("pk", flat=True))
+            reopened = set(
+                Delivery.objects.filter(
+                    message_id__in=ids, status__in=[*WAITING, DeliveryStatus.DELIVERED]
+                ).values_list("message_id", flat=True)
+            )
+            ids = [pk for pk in ids if pk not in reopened]
             Delivery.objects.filter(message_id__in=ids).delete()
-            deleted, _ = Message.objects.filter(pk__in=ids).delete()
+            Message.objects.filter(pk__in=ids).delete()
         total += len(ids)
-        if len(ids) < batch_size:
+        if picked < batch_size:
             break
     if total:
         logger.info("event=messages_purged count=%d", total)

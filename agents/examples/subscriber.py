@@ -11,7 +11,8 @@ for events whose content has ``"type": "data_update"``: the platform, not the ha
 arrives (the seed's subscribers received everything and checked the topic themselves).
 
 What it received is kept in the worker process's memory (run it with ``--pool threads``, as the demo
-does, so that every handler shares it), and a request ``{"type": "get_received"}`` answers with it.
+does, so that every handler shares it), once per message id (delivery is at least once: a handler
+that ran but whose ack was lost runs again), and a request ``{"type": "get_received"}`` answers with it.
 A message sent while the worker is down waits in its inbox and is handled when it comes back.
 """
 
@@ -33,11 +34,15 @@ for topic in TOPICS:
 STARTED_AT = timezone.now().isoformat()
 _lock = threading.Lock()
 _received: list[dict] = []
+_seen: set[str] = set()  # message ids: delivery is at least once, so a message may come twice
 
 
 @agent.on("data_update")
 def data_update(message, ctx):
     with _lock:
+        if message.id in _seen:
+            return
+        _seen.add(message.id)
         _received.append(
             {"topic": message.topic, "sender": message.sender, "sequence": message.content.get("sequence")}
         )
@@ -64,6 +69,13 @@ def get_received(message, ctx):
         "agent_id": ctx.agent_id,
         "topics": TOPICS,
         "count": len(received),
-        "sequences": {t: sorted(s, key=lambda v: (v is None, v)) for t, s in by_topic.items()},
+        "sequences": {t: sorted(s, key=_order) for t, s in sorted(by_topic.items())},
         "since": STARTED_AT,
     }
+
+
+def _order(sequence: object) -> tuple:
+    """Numbers in order, then anything else a publisher called a sequence (as text)."""
+    if isinstance(sequence, int | float) and not isinstance(sequence, bool):
+        return (0, sequence, "")
+    return (1, 0, str(sequence))

@@ -241,7 +241,11 @@ class Command(BaseCommand):
             if not web.alive():
                 raise CommandError(f"the web server exited; see {web.log_path}:\n{web.log_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{base}/api/schema/", timeout=2) as response:
+                # one request at a time: the first schema takes seconds to build, and concurrent first
+                # builds race inside drf-spectacular (a 500: 'NoneType' object has no attribute 'startswith')
+                with urllib.request.urlopen(
+                    f"{base}/api/schema/", timeout=max(1, deadline - time.monotonic())
+                ) as response:
                     if response.status == 200:
                         return
             except OSError:

@@ -109,7 +109,7 @@ def outcome(entry: dict) -> str:
 def run(api: Api, say: Say, base: str, kill: Callable[[str], None], restart: Callable[[str], None]) -> None:
     since = timezone.now()
     pub_sub(api, say, since)
-    request_response(api, say)
+    request_response(api, say, base)
     subscriber_down(api, say, since, kill, restart)
     metrics(say, since, base)
 
@@ -144,7 +144,7 @@ def pub_sub(api: Api, say: Say, since: datetime) -> None:
     say(table(["subscriber", "topics", "received (its answer)", "acked (platform)", "sequences"], rows))
 
 
-def request_response(api: Api, say: Say) -> None:
+def request_response(api: Api, say: Say, base: str) -> None:
     say("\n== 12. Exercise 2 over the message bus: requests and responses (ctx.request inside a capability)")
     rows = []
     for client, service, requests in (
@@ -163,6 +163,7 @@ def request_response(api: Api, say: Say) -> None:
     )
     (none,) = ask(api, "client2", "calc_service", [{"text": "hello"}], type="translate", timeout=10)
     say(f"  client2 -> calc_service, a 'translate' request: {outcome(none)} after {none['ms']} ms (at once)")
+    say(f"  the timed-out request in the admin: {base}/admin/messaging/message/{slow['message_id']}/change/")
 
 
 def subscriber_down(

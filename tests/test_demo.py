@@ -105,6 +105,7 @@ def test_demo_runs_the_scenarios_serves_and_ctrl_c_stops_everything(tmp_path):
     assert (
         "NoResponders: no responders: agent 'calc_service' has no handler for requests of type 'translate'" in requests
     )
+    assert re.search(r"the timed-out request in the admin: \S+/admin/messaging/message/[0-9a-f-]{36}/change/", requests)
     backlog = out[out.index("== 13.") : out.index("== 14.")]
     assert "killed multi_sub (SIGKILL)" in backlog and "multi_sub: offline after" in backlog
     assert "multi_sub's inbox depth: 3 (pending=3)" in backlog

@@ -5,8 +5,9 @@
 Its capability ``make_requests`` (called through ``POST /api/invocations/``, pinned to the client)
 sends one request per item of ``requests`` to the agent ``service`` with ``ctx.request`` and waits for
 each response, up to ``timeout`` seconds. A request that gets no response is an entry with ``error``
-(``timed_out``, ``no_responders`` when the service is offline or has no handler for it, ``failed``)
-and the platform's ``detail``, not a failed call: the seed's client, too, answered ``{"error": ...}``.
+(``timed_out``, ``no_responders`` when the service is offline or has no handler for it, ``failed``),
+the platform's ``detail`` and ``message_id`` (the request's id on the bus), not a failed call: the
+seed's client, too, answered ``{"error": ...}``.
 Each entry says how long its request took (``ms``).
 """
 
@@ -59,7 +60,7 @@ def make_requests(data, ctx):
         try:
             entry["response"] = ctx.request(data["service"], content, timeout=data.get("timeout", 10))
         except RequestError as exc:
-            entry.update(error=exc.kind, detail=exc.detail)
+            entry.update(error=exc.kind, detail=exc.detail, message_id=exc.request_id)
         entry["ms"] = round((time.monotonic() - started) * 1000)
         responses.append(entry)
     return {

@@ -115,6 +115,7 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.children: list[Child] = []
         self.stopped = 0  # children stop_all has stopped
+        self._started: dict[str, int] = {}  # name -> times started, forgotten children included
         if log_dir:
             log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -122,8 +123,10 @@ class ProcessGroup:
         """Start ``args``; ``env`` adds to the group's environment for this child only."""
         log = None
         log_path = None
+        taken = self._started.get(name, 0)
+        self._started[name] = taken + 1
         if self.log_dir:
-            taken = sum(1 for c in self.children if c.name == name)
+            # a restart's log is a new file: the log of the run that was killed is what one wants to read
             log_path = self.log_dir / (f"{name}.log" if not taken else f"{name}-{taken + 1}.log")
             log = open(log_path, "w")
         popen = subprocess.Popen(

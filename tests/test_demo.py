@@ -48,7 +48,7 @@ def test_demo_runs_the_scenarios_serves_and_ctrl_c_stops_everything(tmp_path):
         try:
             wait_until(
                 lambda: "Serving until Ctrl-C" in log_path.read_text() or proc.poll() is not None,
-                timeout=240,
+                timeout=420,
                 interval=0.5,
                 message="the demo to serve",
             )
@@ -75,13 +75,49 @@ def test_demo_runs_the_scenarios_serves_and_ctrl_c_stops_everything(tmp_path):
     assert "a definition with a cycle is refused (400)" in out and "a -> b -> a" in out
     complex_part = out[out.index("== 9.") : out.index("== 10.")]
     assert "succeeded 100.0%" in complex_part and "critical path data_ingestion -> text_analysis" in complex_part
-    coordination = out[out.index("== 10.") : out.index("== Where to look")]
+    coordination = out[out.index("== 10.") : out.index("== Exercise 2's agents")]
     assert "killing compute-" in coordination and "restarting compute-" in coordination
     assert "succeeded 100.0%" in coordination and "compute-1, compute-2, compute-3" in coordination
     assert "'gathered': 3" in coordination
     assert out.count("/admin/workflows/execution/") >= 4
+    # Exercise 2 over the message bus, through real agent workers
+    assert "8 agent workers ready: weather_pub, stock_pub, weather_sub (weather)" in out
+    pub_sub = out[out.index("== 11.") : out.index("== 12.")]
+    for subscriber, topics, n in (
+        ("weather_sub", "weather", 5),
+        ("stock_sub", "stocks", 3),
+        ("multi_sub", "weather,stocks", 8),
+    ):
+        assert f"{subscriber} received {n} messages" in pub_sub
+        # its own answer to get_received and its acked deliveries on the platform agree
+        assert re.search(rf"^{subscriber}\s+{topics}\s+{n}\s+{n}\s", pub_sub, re.M), pub_sub
+    requests = out[out.index("== 12.") : out.index("== 13.")]
+    assert "client1 received 3 responses from calc_service" in requests
+    assert "client2 received 3 responses from validation_service" in requests
+    for result in ("{'sum': 15, 'product': 50}", "{'sum': 23, 'product': 60}", "{'sum': 22, 'product': 105}"):
+        assert result in requests
+    for result in ("{'valid': True, 'length': 11}", "{'valid': False, 'length': 0}", "{'valid': True, 'length': 7}"):
+        assert result in requests
+    assert (
+        "client1 -> slow_service (timeout 1 s; its handler takes 3 s): RequestTimedOut: no response within 1s"
+        in requests
+    )
+    assert (
+        "NoResponders: no responders: agent 'calc_service' has no handler for requests of type 'translate'" in requests
+    )
+    assert re.search(r"the timed-out request in the admin: \S+/admin/messaging/message/[0-9a-f-]{36}/change/", requests)
+    backlog = out[out.index("== 13.") : out.index("== 14.")]
+    assert "killed multi_sub (SIGKILL)" in backlog and "multi_sub: offline after" in backlog
+    assert "multi_sub's inbox depth: 3 (pending=3)" in backlog
+    assert "NoResponders: no responders: agent 'multi_sub' is offline" in backlog
+    assert "it received 3 messages since its restart (sequences {'stocks': [4], 'weather': [6, 7]})" in backlog
+    assert "inbox depth now 0; acked in all 11 (missed nothing: 8 + 3)" in backlog
+    bus = out[out.index("== 14.") : out.index("== Where to look")]
+    assert re.search(r"^multi_sub\s+idle\s+\d+\s+13\s+13\s+0\s*$", bus, re.M), bus
+    assert "fan-out latency p50 ms" in bus and re.search(r"\backed\s+\d+", bus), bus
+    assert "/admin/messaging/message/" in out
     # What the demo started, it stopped, and its last line says so.
     assert not embedded_broker.is_running(tmp_path)
     assert not processes_of(tmp_path)
     last = out.strip().splitlines()[-1]
-    assert re.match(r"Done: stopped the 1\d processes it started and the embedded broker; nothing", last), last
+    assert re.match(r"Done: stopped the 2\d processes it started and the embedded broker; nothing", last), last

@@ -22,6 +22,13 @@ def simulate_work(ctx: Any, steps: int = 4) -> float:
     return round(time.monotonic() - started, 4)
 
 
+def request_delay() -> float:
+    """The simulated processing time of a request handled over the bus: MASP_EXAMPLE_DELAY seconds."""
+    delay = float(os.environ.get("MASP_EXAMPLE_DELAY", "0.05"))
+    time.sleep(delay)
+    return delay
+
+
 def rng(*parts: Any) -> random.Random:
     """A generator seeded by the input, so the same input gives the same output."""
     return random.Random("/".join(str(p) for p in parts))

@@ -16,11 +16,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from demo import invocation_scenario, registry_scenario, workflow_scenario
+from demo import invocation_scenario, messaging_scenario, registry_scenario, workflow_scenario
 from demo.client import Api
 from masplatform import embedded_broker
 from masplatform.env import env_bool
-from masplatform.procs import ProcessGroup, beat_args, web_args, worker_args
+from masplatform.procs import Child, ProcessGroup, beat_args, web_args, worker_args
 
 HEARTBEAT_INTERVAL = 2.0
 STALE_TIMEOUT = 6.0
@@ -111,33 +111,57 @@ class Command(BaseCommand):
             api = Api(base, f"Token {token}")
             registry_scenario.run(api, self.say, stale_timeout=STALE_TIMEOUT)
             self.say("\n== Starting the seed's agents as Celery workers (manage.py run_agent)")
-            agents = [self.start_agent(group, agent_id, module) for agent_id, module in invocation_scenario.REAL_AGENTS]
-            coordination = {
-                agent_id: self.start_agent(group, agent_id, "agents.examples.computation_worker", delay=True)
+            running: dict[str, Child] = {}  # agent id -> its worker process
+            specs: dict[str, tuple[str, dict[str, str]]] = {}  # agent id -> (module, environment)
+
+            def launch(agent_id: str, module: str, env: dict[str, str] | None = None) -> Child:
+                specs[agent_id] = (module, env or {})
+                running[agent_id] = self.start_agent(group, agent_id, module, env=env)
+                return running[agent_id]
+
+            def kill(agent_id: str) -> None:
+                child = running.pop(agent_id)
+                child.signal(signal.SIGKILL, group=True)
+                group.forget(child)
+
+            def restart(agent_id: str) -> Child:
+                return launch(agent_id, *specs[agent_id])
+
+            def restart_and_wait(agent_id: str) -> None:
+                restart(agent_id).wait_for_log(" ready.", timeout=90)
+
+            share_delay = {"MASP_EXAMPLE_DELAY": str(workflow_scenario.SHARE_SECONDS)}
+            agents = [launch(agent_id, module) for agent_id, module in invocation_scenario.REAL_AGENTS]
+            coordination = [
+                launch(agent_id, "agents.examples.computation_worker", share_delay)
                 for agent_id in workflow_scenario.COORDINATION_WORKERS
-            }
-            for agent in [*agents, *coordination.values()]:
+            ]
+            for agent in [*agents, *coordination]:
                 agent.wait_for_log(" ready.", timeout=90)
             self.say(
                 f"  {len(agents) + len(coordination)} agent workers ready: "
                 + ", ".join(agent_id for agent_id, _ in invocation_scenario.REAL_AGENTS)
                 + ", "
-                + ", ".join(coordination)
+                + ", ".join(workflow_scenario.COORDINATION_WORKERS)
             )
             invocation_scenario.run(api, self.say)
 
-            def kill(agent_id: str) -> None:
-                child = coordination.pop(agent_id)
-                child.signal(signal.SIGKILL, group=True)
-                group.forget(child)
-
-            def restart(agent_id: str) -> None:
-                coordination[agent_id] = self.start_agent(
-                    group, agent_id, "agents.examples.computation_worker", delay=True
-                )
-
             complex_id = workflow_scenario.run_complex(api, self.say, base)
+            # Exercise 2's agents start while the coordination mostly waits (for shares, for the stale
+            # sweep); not during the complex workflow, whose critical path their start-up would distort
+            bus_agents = [launch(agent_id, module, env) for agent_id, module, env in messaging_scenario.agents()]
             coordination_id = workflow_scenario.run_coordination(api, self.say, base, kill, restart)
+            self.say("\n== Exercise 2's agents for the message bus (manage.py run_agent, started during 10)")
+            for agent in bus_agents:
+                agent.wait_for_log(" ready.", timeout=90)
+            self.say(
+                f"  {len(bus_agents)} agent workers ready: "
+                + ", ".join(
+                    f"{agent_id} ({env['MASP_SUBSCRIBER_TOPICS']})" if "MASP_SUBSCRIBER_TOPICS" in env else agent_id
+                    for agent_id, _, env in messaging_scenario.agents()
+                )
+            )
+            messaging_scenario.run(api, self.say, base, kill, restart_and_wait)
             self.say(
                 "\n== Where to look"
                 + ("" if serve else " (while the platform runs: make run, or make demo ARGS=--serve)")
@@ -149,6 +173,10 @@ class Command(BaseCommand):
             self.say(f"  workflows {base}/admin/workflows/workflow/   executions: {base}/admin/workflows/execution/")
             self.say(f"  the complex workflow's run      {base}/admin/workflows/execution/{complex_id}/change/")
             self.say(f"  the coordination workflow's run {base}/admin/workflows/execution/{coordination_id}/change/")
+            self.say(
+                f"  messages  {base}/admin/messaging/message/   subscriptions: {base}/admin/messaging/subscription/"
+            )
+            self.say(f"  bus metrics {base}/api/messaging/stats/   routing rules: {base}/admin/messaging/routingrule/")
             self.say(f"  logs      {log_dir}/ (web.log, worker.log, beat.log, agent-<id>.log)")
             if serve:
                 self.say(
@@ -170,10 +198,12 @@ class Command(BaseCommand):
             + ("" if serve else " `make demo ARGS=--serve` keeps it serving; `make run` runs the platform.")
         )
 
-    def start_agent(self, group: ProcessGroup, agent_id: str, module: str, *, delay: bool = False):
+    def start_agent(
+        self, group: ProcessGroup, agent_id: str, module: str, *, env: dict[str, str] | None = None
+    ) -> Child:
+        # threads: one process's handlers share its memory (the subscribers count what they received)
         args = [sys.executable, "manage.py", "run_agent", module, "--agent-id", agent_id]
         args += ["--concurrency", "2", "--pool", "threads"]
-        env = {"MASP_EXAMPLE_DELAY": str(workflow_scenario.SHARE_SECONDS)} if delay else None
         return group.start(f"agent-{agent_id}", args, env=env)
 
     def ensure_admin(self, password: str, *, create_anywhere: bool = False) -> str:
@@ -212,7 +242,11 @@ class Command(BaseCommand):
             if not web.alive():
                 raise CommandError(f"the web server exited; see {web.log_path}:\n{web.log_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{base}/api/schema/", timeout=2) as response:
+                # one request at a time: the first schema takes seconds to build, and concurrent first
+                # builds race inside drf-spectacular (a 500: 'NoneType' object has no attribute 'startswith')
+                with urllib.request.urlopen(
+                    f"{base}/api/schema/", timeout=max(1, deadline - time.monotonic())
+                ) as response:
                     if response.status == 200:
                         return
             except OSError:

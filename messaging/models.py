@@ -41,7 +41,7 @@ class RequestStatus(models.TextChoices):
 
 class Message(models.Model):
     """One message as it was sent. ``sender`` is who sent it as the platform authenticated them
-    (``agent:<id>``, ``user:<name>``, ``platform``); ``sender_agent`` is set when it was an agent."""
+    (an agent's id, ``user:<name>``, ``platform``); ``sender_agent`` is set when it was an agent."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     sender = models.CharField(max_length=160)
@@ -173,7 +173,9 @@ class Subscription(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="subscriptions")
     pattern = models.CharField(max_length=255, help_text="dotted words; * one word, # zero or more words")
     message_types = models.JSONField(default=list, blank=True, help_text="empty: every type")
-    sender_patterns = models.JSONField(default=list, blank=True, help_text="globs, e.g. agent:weather_*")
+    sender_patterns = models.JSONField(
+        default=list, blank=True, help_text="globs of sender ids, e.g. weather_* or user:*"
+    )
     content_filters = models.JSONField(default=dict, blank=True, help_text='{"dotted.key": value}, all equal')
     topic_regex = models.CharField(max_length=1200, editable=False)
     sender_regex = models.CharField(max_length=2000, blank=True, default="", editable=False)
@@ -255,6 +257,7 @@ class Endpoint(models.Model):
     agent = models.OneToOneField(Agent, on_delete=models.CASCADE, primary_key=True, related_name="endpoint")
     transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.HTTP)
     handles = models.JSONField(default=list, blank=True, help_text="content or message types; empty: any")
+    worker_pid = models.PositiveIntegerField(null=True, blank=True, help_text="the run_agent process that set it up")
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

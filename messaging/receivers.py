@@ -12,10 +12,14 @@ def agent_available(sender: Any, agent_pk: int, **kwargs: Any) -> None:
     """An agent registered, revived or is idle again: send its worker what waited meanwhile (sent while
     it was offline, when nothing is published for it). A duplicate of a message already queued claims
     nothing."""
+    from django.db.models import F
+
     from messaging.models import Endpoint, Transport
     from messaging.services import dispatch_waiting
 
-    if Endpoint.objects.filter(agent_id=agent_pk, transport=Transport.WORKER).exists():
+    # Its worker is up (the process that registered it set the endpoint up): a revival, a resume. A new
+    # registration (another pid) is a worker about to start, which drains the inbox itself.
+    if Endpoint.objects.filter(agent_id=agent_pk, transport=Transport.WORKER, worker_pid=F("agent__pid")).exists():
         try:
             dispatch_waiting(agent_pk)
         except Exception:

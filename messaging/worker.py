@@ -4,6 +4,7 @@ At the worker's start: declare what the agent handles and its subscriptions, the
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -24,7 +25,8 @@ def start(rt: runtime.Runtime) -> int:
     definition = rt.definition
     agent = rt.agent
     Endpoint.objects.update_or_create(
-        agent_id=agent.pk, defaults={"transport": Transport.WORKER, "handles": definition.handled_keys()}
+        agent_id=agent.pk,
+        defaults={"transport": Transport.WORKER, "handles": definition.handled_keys(), "worker_pid": os.getpid()},
     )
     services.declare(
         agent,

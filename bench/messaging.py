@@ -384,11 +384,11 @@ def fan_once(n: int, broker, drainers: int, http: bool, timeout: float = 120) ->
 
 def register_http_agents(count: int) -> list[str]:
     """Agents with no worker (HTTP-style), each subscribed to the topics of the sizes it belongs to."""
+    from django.db import transaction
+
     from agents.models import Agent
     from agents.services import registry
     from messaging import services
-
-    from django.db import transaction
 
     ids = [f"msg_http_{i:04d}" for i in range(count)]
     for lo in range(0, count, 100):  # setup, not measured: fewer commits

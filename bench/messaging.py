@@ -45,6 +45,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -893,6 +894,8 @@ def run_both(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (a stopped run) unwinds like an exception: the workers are stopped, the database dropped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.drain:
         return drain_main(args)
     if args.stack == "both":

@@ -374,13 +374,23 @@ def fan_once(n: int, broker, drainers: int, http: bool, timeout: float = 120) ->
     lat = [(a - message.created_at).total_seconds() * 1000 for a in acked]
     if http:
         for k in range(drainers):
-            broker.blpop(f"{KEY_PREFIX}done:{k}", timeout=30)
+            wait_list(broker, f"{KEY_PREFIX}done:{k}", 60)
     return {
         "acked": len(acked),
         "last_ms": max(lat) if lat else float("nan"),
         "p50_ms": percentile(lat, 50) if lat else float("nan"),
         "p95_ms": percentile(lat, 95) if lat else float("nan"),
     }
+
+
+def wait_list(broker, key: str, seconds: float):
+    """BLPOP in short waits: the broker client's socket timeout (10 s) is shorter than a long BLPOP."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        item = broker.blpop(key, timeout=5)
+        if item is not None:
+            return item
+    return None
 
 
 def register_http_agents(count: int) -> list[str]:
@@ -425,7 +435,7 @@ def drain_main(args: argparse.Namespace) -> int:
     go, done = f"{KEY_PREFIX}go:{args.drainer}", f"{KEY_PREFIX}done:{args.drainer}"
     broker.rpush(f"{KEY_PREFIX}ready", str(args.drainer))
     while True:
-        item = broker.blpop(go, timeout=900)
+        item = wait_list(broker, go, 1800)
         if item is None:
             return 1
         order = json.loads(item[1])

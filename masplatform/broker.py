@@ -7,7 +7,8 @@
    either way, so one kept per channel (and per pool: a pool replaced after a fork or an error gets a
    new client) behaves the same.
 
-2. The messages of capability calls (``agents.tasks.run_invocation``) are acknowledged in the
+2. The messages of capability calls (``agents.tasks.run_invocation``) and of the bus's deliveries
+   (``messaging.tasks.deliver``) are acknowledged in the
    worker's memory only. kombu emulates acknowledgements on Redis by copying each delivered message
    into a hash and a sorted set (one round trip, a MULTI of four commands) and deleting it from both
    at the ack (another), so that ``restore_visible`` can put it back on its queue after the
@@ -37,6 +38,11 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 
 INVOKE_TASK = "agents.tasks.run_invocation"  # agents.dispatch.INVOKE_TASK (masplatform does not import agents)
+# The bus's deliveries are recovered by the database in the same way: one whose worker vanished before
+# claiming it is still waiting (sent again by the agent's next start, or by the sweep after
+# MASP_MESSAGE_REDISPATCH_AFTER); one claimed is handed out again after its visibility deadline.
+DELIVER_TASK = "messaging.tasks.deliver"
+ACKED_IN_MEMORY = frozenset({INVOKE_TASK, DELIVER_TASK})
 # For the embedded broker's URL: kombu takes the transport of a ``<transport>+socket://`` URL from its
 # aliases (Celery's ``broker_transport`` does not apply to such URLs).
 ALIAS = "masp-redis"
@@ -45,7 +51,7 @@ TRANSPORT_ALIASES.setdefault(ALIAS, "masplatform.broker:Transport")
 
 def _acked_in_memory(message: Any) -> bool:
     headers = getattr(message, "headers", None) or {}
-    return headers.get("task") == INVOKE_TASK
+    return headers.get("task") in ACKED_IN_MEMORY
 
 
 class QoS(kombu_redis.QoS):

@@ -113,11 +113,14 @@ def publish(name: str, message: str = "") -> None:
 
 
 def _release_database_connection() -> None:
-    """Give the thread's connection back before sleeping, unless a transaction is open on it. A
-    server's connection only: an SQLite one is a file handle of this process, which costs nobody else."""
+    """In a web process, give the thread's connection back to the pool before sleeping, unless a
+    transaction is open on it: a long poll must not hold one of a bounded number. Elsewhere (an agent's
+    worker waiting on a request, a script) the process keeps its one connection: closing it would only
+    cost a new connection after each wait. An SQLite connection is a file handle, which costs nobody else."""
+    from django.conf import settings
     from django.db import connection
 
-    if connection.vendor != "sqlite" and not connection.in_atomic_block:
+    if settings.MASP_WEB_PROCESS and connection.vendor != "sqlite" and not connection.in_atomic_block:
         connection.close()
 
 

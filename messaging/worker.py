@@ -14,7 +14,7 @@ from agents import runtime
 from agents.sdk import HandlerContext, IncomingMessage
 from masplatform.exceptions import Conflict
 from messaging import builtins, services
-from messaging.models import Endpoint, MessageType, Transport
+from messaging.models import Delivery, Endpoint, MessageType, Transport
 
 logger = logging.getLogger("messaging.worker")
 
@@ -85,7 +85,7 @@ def _handle(rt: runtime.Runtime, delivery_id: int) -> str:
         logger.info(
             "event=no_handler delivery=%s type=%s content_type=%s", delivery.pk, message.type, message.content_type
         )
-        return _ack(delivery.pk, attempt, None)
+        return _ack(delivery, attempt, None)
     try:
         result = handler(incoming, ctx)
     except SoftTimeLimitExceeded:
@@ -101,15 +101,15 @@ def _handle(rt: runtime.Runtime, delivery_id: int) -> str:
             result = {}
         if not isinstance(result, dict):
             result = {"result": result}
-        return _ack(delivery.pk, attempt, result)
-    return _ack(delivery.pk, attempt, None)
+        return _ack(delivery, attempt, result)
+    return _ack(delivery, attempt, None)
 
 
-def _ack(delivery_id: int, attempt: int, response: dict[str, Any] | None) -> str:
+def _ack(delivery: Delivery, attempt: int, response: dict[str, Any] | None) -> str:
     try:
-        services.ack(delivery_id, attempt=attempt, response=response)
+        services.ack(delivery.pk, attempt=attempt, response=response, claimed=delivery)
     except Conflict as exc:  # taken back meanwhile (visibility deadline, an operator): its next attempt counts
-        logger.info("event=ack_refused delivery=%s attempt=%d detail=%s", delivery_id, attempt, exc.detail)
+        logger.info("event=ack_refused delivery=%s attempt=%d detail=%s", delivery.pk, attempt, exc.detail)
         return "not acked"
     return "acked"
 

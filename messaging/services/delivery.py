@@ -4,6 +4,7 @@ dead), redelivery by an operator, and an agent's inbox drained when its worker s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def claim(delivery_id: int, *, agent_pk: int, visibility: float) -> Claimed | No
     )
     if not taken:
         return None
-    delivery = Delivery.objects.select_related("message").get(pk=delivery_id)
+    delivery = Delivery.objects.select_related("message", "agent").get(pk=delivery_id)
     return Claimed(delivery, delivery.attempts)
 
 
@@ -106,18 +107,27 @@ def _own_delivery(delivery_id: Any, agent: Agent | None) -> Delivery:
     return delivery
 
 
-def ack(delivery_id: Any, *, agent: Agent | None = None, attempt: int | None = None, response: Any = None) -> Delivery:
+def ack(
+    delivery_id: Any,
+    *,
+    agent: Agent | None = None,
+    attempt: int | None = None,
+    response: Any = None,
+    claimed: Delivery | None = None,
+) -> Delivery:
     """Record the delivery handled (``acked``), once: only the current attempt's holder may (an HTTP
     agent's ack names no attempt: the delivery must still be ``delivered``). For a request, ``response``
-    (an object) becomes its answer. Raises ``Conflict`` when it is no longer there to ack."""
-    delivery = _own_delivery(delivery_id, agent)
+    (an object) becomes its answer. Raises ``Conflict`` when it is no longer there to ack. ``claimed``:
+    the delivery as the worker's claim read it (with its message and agent): not read again."""
+    delivery = claimed if claimed is not None else _own_delivery(delivery_id, agent)
     message = delivery.message
     if response is not None and not isinstance(response, dict):
         raise InvalidInput({"response": ["A JSON object (the response's content)."]})
     if response is not None and message.type != MessageType.REQUEST:
         raise InvalidInput({"response": [f"Only a request is answered; this delivery is a {message.type}."]})
     now = timezone.now()
-    with transaction.atomic():
+    # a single UPDATE commits by itself; a request's answer is written in the same transaction as the ack
+    with transaction.atomic() if message.type == MessageType.REQUEST else contextlib.nullcontext():
         done = Delivery.objects.filter(
             pk=delivery.pk,
             status=DeliveryStatus.DELIVERED,

@@ -40,17 +40,20 @@ def answer_of(request: Message) -> Message | None:
 def wait_for_answer(request: Message, seconds: float) -> RequestOutcome:
     """Wait up to ``seconds`` for ``request``'s answer. If its own timeout passes first, it is recorded
     timed out here and then (an error answer)."""
+    if request.request_status != RequestStatus.PENDING:
+        return RequestOutcome(request, answer_of(request))
 
     def answered() -> bool:
-        return Message.objects.filter(pk=request.pk).exclude(request_status=RequestStatus.PENDING).exists()
+        status = Message.objects.filter(pk=request.pk).values_list("request_status", flat=True).first()
+        return status != RequestStatus.PENDING
 
-    if request.request_status == RequestStatus.PENDING:
-        remaining_timeout = max(0.0, (request.expires_at - timezone.now()).total_seconds())
-        wait = min(seconds, remaining_timeout)
-        done = notify.wait(f"message:{request.pk}", wait, answered) if wait > 0 else answered()
-        if not done and remaining_timeout <= seconds:
-            deliveries.time_out_request(request.pk)
-        request.refresh_from_db()
+    remaining_timeout = max(0.0, (request.expires_at - timezone.now()).total_seconds())
+    wait = min(seconds, remaining_timeout)
+    # the wake-up on message:<id> is published once the answer has committed: it ends the wait by itself
+    done = notify.wait(f"message:{request.pk}", wait, answered, notified_means_done=True) if wait > 0 else answered()
+    if not done and remaining_timeout <= seconds:
+        deliveries.time_out_request(request.pk)
+    request.refresh_from_db(fields=["request_status", "answered_at"])
     response = None if request.request_status == RequestStatus.PENDING else answer_of(request)
     return RequestOutcome(request, response)
 

@@ -97,7 +97,7 @@ def _check_number(value: Any, field: str, low: float, high: float, *, integer: b
 def registered_agent(agent_id: Any, field: str) -> Agent:
     if not isinstance(agent_id, str) or not agent_id:
         raise InvalidInput({field: ["An agent id."]})
-    agent = Agent.objects.filter(agent_id=agent_id).first()
+    agent = Agent.objects.select_related("endpoint").filter(agent_id=agent_id).first()
     if agent is None:
         raise InvalidInput({field: [f"No agent '{agent_id}' is registered."]})
     return agent
@@ -200,8 +200,9 @@ def send(
         message.dropped_by = dropped_by
         message.recipient_count = len(recipients)
         message.save(force_insert=True)
-        deliveries = _create_deliveries(message, recipients, now)
-        hand_out(deliveries)
+        known = {to_agent.pk: route_of(to_agent)} if to_agent is not None else {}
+        by_agent = routes({r.agent_pk for r in recipients} - set(known)) | known if recipients else {}
+        hand_out(_create_deliveries(message, recipients, now, by_agent), by_agent=by_agent, dispatched=True)
     logger.info(
         "event=message_sent message=%s type=%s sender=%s addressing=%s recipients=%d",
         message.id,
@@ -341,7 +342,11 @@ def rule_mismatch(rule: RoutingRule, message: Message) -> str | None:
     )
 
 
-def _create_deliveries(message: Message, recipients: list[Recipient], now: datetime) -> list[Delivery]:
+def _create_deliveries(
+    message: Message, recipients: list[Recipient], now: datetime, by_agent: dict[int, Route] | None = None
+) -> list[Delivery]:
+    """The deliveries, in one INSERT; with ``by_agent`` (the recipients' routes), those that will be sent
+    to a worker's queue are recorded as dispatched now."""
     deliveries = [
         Delivery(
             message=message,
@@ -350,6 +355,7 @@ def _create_deliveries(message: Message, recipients: list[Recipient], now: datet
             expires_at=message.expires_at,
             created_at=now,
             available_at=now,
+            dispatched_at=now if by_agent is not None and by_agent[r.agent_pk].worker else None,
             via=r.via,
             subscription_id=r.subscription_id,
             rule_id=r.rule_id,
@@ -372,24 +378,42 @@ class Route:
     worker: bool
 
 
+def _route(agent_id: str, state: str, transport: str | None) -> Route:
+    return Route(agent_id, transport == Transport.WORKER and state != AgentState.OFFLINE)
+
+
+def route_of(agent: Agent) -> Route:
+    """The route of an agent read with ``select_related("endpoint")``."""
+    endpoint = getattr(agent, "endpoint", None)
+    return _route(agent.agent_id, agent.state, endpoint.transport if endpoint is not None else None)
+
+
 def routes(agent_pks: set[int]) -> dict[int, Route]:
+    if not agent_pks:
+        return {}
     rows = Agent.objects.filter(pk__in=agent_pks).values_list("pk", "agent_id", "state", "endpoint__transport")
-    return {
-        pk: Route(agent_id, transport == Transport.WORKER and state != AgentState.OFFLINE)
-        for pk, agent_id, state, transport in rows
-    }
+    return {pk: _route(agent_id, state, transport) for pk, agent_id, state, transport in rows}
 
 
-def hand_out(deliveries: list[Delivery], *, countdown: float = 0) -> None:
+def hand_out(
+    deliveries: list[Delivery],
+    *,
+    countdown: float = 0,
+    by_agent: dict[int, Route] | None = None,
+    dispatched: bool = False,
+) -> None:
     """After the transaction commits: one Celery message per delivery whose agent is a live SDK worker
     (to its queue ``agent.<agent_id>``); a wake-up for the long polls of HTTP agents. A delivery to an
-    agent that is offline waits in the database: its worker drains its inbox when it starts."""
+    agent that is offline waits in the database: its worker drains its inbox when it starts.
+    ``by_agent``: the agents' routes when the caller has them; ``dispatched``: the deliveries were
+    inserted with ``dispatched_at`` set already."""
     if not deliveries:
         return
-    by_agent = routes({d.agent_id for d in deliveries})
+    if by_agent is None:
+        by_agent = routes({d.agent_id for d in deliveries})
     to_workers = [(d.pk, by_agent[d.agent_id].agent_id, d.priority) for d in deliveries if by_agent[d.agent_id].worker]
     inboxes = sorted({by_agent[d.agent_id].agent_id for d in deliveries if not by_agent[d.agent_id].worker})
-    if to_workers:
+    if to_workers and not dispatched:
         Delivery.objects.filter(pk__in=[pk for pk, _, _ in to_workers]).update(dispatched_at=timezone.now())
 
     def publish() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -315,7 +316,7 @@ def compute_recipients(message: Message) -> tuple[list[Recipient], RoutingRule |
             agents = agents.exclude(pk=sender_pk)
         for agent_pk, agent_id in agents.values_list("pk", "agent_id"):
             chosen[agent_pk] = Recipient(agent_pk, agent_id, "broadcast")
-    for rule in RoutingRule.objects.filter(enabled=True).select_related("target_agent").order_by("position", "pk"):
+    for rule in enabled_rules():
         if rule_mismatch(rule, message) is not None:
             continue
         if rule.action == RuleAction.DROP:
@@ -330,6 +331,27 @@ def compute_recipients(message: Message) -> tuple[list[Recipient], RoutingRule |
         if rule.stop:
             break
     return list(chosen.values()), None
+
+
+# The enabled routing rules, read at most once a second per process (every message needs them, and they
+# change when an operator edits one). A change made in this process applies at once (the receivers in
+# messaging.receivers clear the cache); one made elsewhere from the next second.
+RULES_TTL = 1.0
+_rules_cache: tuple[float, list[RoutingRule]] | None = None
+
+
+def enabled_rules() -> list[RoutingRule]:
+    global _rules_cache
+    now = time.monotonic()
+    if _rules_cache is None or now - _rules_cache[0] > RULES_TTL:
+        rules = list(RoutingRule.objects.filter(enabled=True).select_related("target_agent").order_by("position", "pk"))
+        _rules_cache = (now, rules)
+    return _rules_cache[1]
+
+
+def forget_rules(**kwargs: Any) -> None:
+    global _rules_cache
+    _rules_cache = None
 
 
 def rule_mismatch(rule: RoutingRule, message: Message) -> str | None:

@@ -329,7 +329,8 @@ class InboxViewSet(viewsets.GenericViewSet):
         agent = _agent_named(agent_id)
         serializer = AckSerializer(data=_body(request))
         serializer.is_valid(raise_exception=True)
-        delivery = services.ack(delivery_id, agent=agent, response=serializer.validated_data.get("response"))
+        data = serializer.validated_data
+        delivery = services.ack(delivery_id, agent=agent, attempt=data.get("attempt"), response=data.get("response"))
         return self._delivery(delivery)
 
     @extend_schema(
@@ -341,7 +342,8 @@ class InboxViewSet(viewsets.GenericViewSet):
         agent = _agent_named(agent_id)
         serializer = NackSerializer(data=_body(request))
         serializer.is_valid(raise_exception=True)
-        delivery = services.fail(delivery_id, agent=agent, error=serializer.validated_data["error"])
+        data = serializer.validated_data
+        delivery = services.fail(delivery_id, agent=agent, error=data["error"], attempt=data.get("attempt"))
         return self._delivery(delivery)
 
 

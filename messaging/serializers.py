@@ -252,14 +252,22 @@ class InboxSerializer(serializers.Serializer):
     deliveries = InboxDeliverySerializer(many=True)
 
 
+ATTEMPT_HELP = (
+    "optional: the attempt the inbox handed out; given, an ack or nack of an earlier hand-out (one handed out "
+    "again after its visibility deadline) is a 409"
+)
+
+
 class AckSerializer(StrictTypesMixin, serializers.Serializer):
     response = ObjectField(required=False, allow_null=True, help_text="a request's answer (its content)")
+    attempt = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False, help_text=ATTEMPT_HELP)
 
 
 class NackSerializer(StrictTypesMixin, serializers.Serializer):
     error = serializers.CharField(
         max_length=4000, required=False, default="nacked", help_text="what went wrong (retried after a backoff)"
     )
+    attempt = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False, help_text=ATTEMPT_HELP)
 
 
 # --- subscriptions ------------------------------------------------------------

@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.api import MAX_WAIT, WAIT_SCHEMA, wait_seconds
+from agents.api import WAIT_SCHEMA, wait_seconds
 from agents.models import Agent
 from masplatform.exceptions import InvalidInput
 from masplatform.permissions import IsSignedIn, IsStaff, IsStaffOrReadOnlyUser, IsStaffOrSelfAgent, is_agent
@@ -96,9 +96,6 @@ def visible_deliveries(request: Request, message: Message) -> QuerySet[Delivery]
     return rows if message.sender == f"user:{user.get_username()}" else rows.none()
 
 
-WAIT_MESSAGE_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WAIT}
-
-
 @extend_schema_view(
     list=extend_schema(
         summary="Message history (staff: all; an agent: those it sent or received; a person: those they sent)"
@@ -136,7 +133,7 @@ class MessageViewSet(NamedNotFoundMixin, mixins.ListModelMixin, mixins.RetrieveM
         parameters=[
             OpenApiParameter(
                 "wait",
-                WAIT_MESSAGE_SCHEMA,
+                WAIT_SCHEMA,
                 description="requests only: answer when the response comes or after N (<= 30) seconds",
             )
         ],

@@ -379,3 +379,32 @@ def test_unknown_message_is_404_naming_it(staff_client):
     missing = uuid.uuid4()
     response = staff_client.get(f"/api/messages/{missing}/")
     assert response.status_code == 404 and str(missing) in response.json()["detail"]
+
+
+def test_patterns_and_sender_lists_too_long_to_store_are_400(agent_client, fleet):
+    sub1 = agent_client(fleet["sub1"])
+    wild = post(sub1, {"pattern": ".".join(["#"] * 120)}, "/api/agents/sub1/subscriptions/")
+    assert wild.status_code == 400 and "too many wildcards" in str(wild.json()["pattern"])
+    many = post(
+        sub1, {"pattern": "a", "senders": [f"s{n}-" + "x" * 150 for n in range(20)]}, "/api/agents/sub1/subscriptions/"
+    )
+    assert many.status_code == 400 and "senders" in many.json()
+    assert not Subscription.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/deliveries/99999999999999999999999/",
+        "/api/routing-rules/99999999999999999999999/",
+        "/api/agents/sub1/subscriptions/99999999999999999999999/",
+    ],
+)
+def test_ids_out_of_range_are_404(staff_client, fleet, path):
+    method = "delete" if "subscriptions" in path else "get"
+    assert getattr(staff_client, method)(path).status_code == 404
+
+
+def test_acks_of_ids_out_of_range_are_404(staff_client, fleet):
+    response = post(staff_client, {}, "/api/agents/sub1/inbox/99999999999999999999999/ack/")
+    assert response.status_code == 404

@@ -11,7 +11,6 @@ from masplatform.exceptions import Conflict, InvalidInput, NotFound
 from messaging import routing
 from messaging.models import TYPE_BITS, MessageType, Subscription, SubscriptionFilter
 
-
 # the lengths of Subscription.topic_regex and .sender_regex
 TOPIC_REGEX_MAX = 1200
 SENDER_REGEX_MAX = 2000

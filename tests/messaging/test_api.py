@@ -4,6 +4,7 @@ redelivery, subscriptions, routing rules and the metrics."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -70,7 +71,7 @@ def test_a_request_to_an_agent_that_cannot_answer_gets_no_responders_at_once(sta
     assert data["response"]["error"] == "no_responders" and "offline" in data["response"]["detail"]
 
 
-def test_a_request_not_answered_within_the_wait_is_pending(staff_client, fleet):
+def test_a_request_not_answered_within_the_wait_is_pending(staff_client, fleet, broker_url):
     response = post(
         staff_client, {"type": "request", "to": "sub1", "content": {"type": "add"}}, "/api/messages/?wait=0.3"
     )
@@ -408,3 +409,15 @@ def test_ids_out_of_range_are_404(staff_client, fleet, path):
 def test_acks_of_ids_out_of_range_are_404(staff_client, fleet):
     response = post(staff_client, {}, "/api/agents/sub1/inbox/99999999999999999999999/ack/")
     assert response.status_code == 404
+
+
+def test_a_request_whose_timeout_passes_during_the_wait_is_timed_out_with_an_error_answer(
+    staff_client, fleet, broker_url
+):
+    started = time.monotonic()
+    response = post(
+        staff_client, {"type": "request", "to": "sub1", "content": {}, "timeout": 0.5}, "/api/messages/?wait=10"
+    )
+    assert response.status_code == 201 and time.monotonic() - started < 5
+    data = response.json()
+    assert data["request_status"] == "timed_out" and data["response"]["error"] == "timed_out"

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import QuerySet, prefetch_related_objects
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -311,6 +311,7 @@ class InboxViewSet(viewsets.GenericViewSet):
         agent = _agent_named(agent_id)
         services.as_http_agent(agent)
         taken = services.poll(agent, wait=wait, limit=limit, visibility=visibility)
+        prefetch_related_objects(taken, "message__to_agent")  # one query for the page, not one per delivery
         return Response(InboxSerializer({"deliveries": taken}).data)
 
     def _delivery(self, delivery: Delivery) -> Response:

@@ -11,6 +11,7 @@ import time
 from urllib.parse import urlparse
 
 import pytest
+from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from messaging import services
@@ -156,3 +157,31 @@ def test_a_request_answered_by_an_http_agents_ack_reaches_the_waiting_caller(web
     assert asking.elapsed < 10, f"the caller waited {asking.elapsed:.1f} s of its 20"
     response = Message.objects.get(correlation_id=answer["id"])
     assert response.type == "response" and response.sender == "calc"
+
+
+def test_long_polls_hold_no_database_connection_while_they_wait(processes):
+    """Three long polls on a web process whose pool has one PostgreSQL connection: another request is
+    still answered at once, and each poll still takes its message when it comes."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the connection pool is PostgreSQL's (an SQLite connection is a file handle)")
+    web = processes.web(
+        workers=1, threads=8, MASP_DB_POOL_MIN_SIZE="0", MASP_DB_POOL_MAX_SIZE="1", MASP_DB_POOL_TIMEOUT="3"
+    )
+    for n in range(3):
+        AgentFactory(agent_id=f"http-{n}")
+    polls = [Background(web, "GET", f"/api/agents/http-{n}/inbox/?wait=20", agent_auth(f"http-{n}")) for n in range(3)]
+    for poll in polls:
+        poll.start()
+    time.sleep(2)
+    assert all(poll.is_alive() for poll in polls)
+    started = time.monotonic()
+    status, stats = call(web, "GET", "/api/messaging/stats/", agent_auth("http-0"))
+    assert status == 200, stats
+    assert time.monotonic() - started < 2.5, "the other request waited for the pool's one connection"
+    for n in range(3):
+        services.send(services.PLATFORM_SENDER, {"n": n}, to=f"http-{n}")
+    for n, poll in enumerate(polls):
+        poll.join(20)
+        status, body = poll.result
+        assert status == 200 and [d["message"]["content"] for d in body["deliveries"]] == [{"n": n}]
+        assert poll.elapsed < 15

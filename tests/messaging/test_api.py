@@ -111,6 +111,7 @@ def test_a_request_answered_by_an_ack_carries_the_response(staff_client, agent_c
         ({"to": "sub1", "content": {}, "timeout": 5}, "timeout", "Only a request has a timeout"),
         ({"type": "request", "topic": "a.b", "content": {}}, "to", "A request goes to one agent"),
         ({"to": "sub1", "content": {}, "reply_to": "sub2"}, "reply_to", "come back to itself"),
+        ({"type": "request", "to": "pub", "content": {}}, "to", "cannot send a request to itself"),
         ({"to": "sub1", "content": {}, "correlation_id": "nope"}, "correlation_id", "valid UUID"),
         ({"to": "sub1", "content": {}, "type": "shout"}, "type", "not a valid choice"),
         ({"content": {}}, "to", "Give exactly one of"),

@@ -24,6 +24,7 @@ ALWAYS = {
     "401": "No credentials, or credentials that are not valid (any more)",
     "403": "Authenticated, but not allowed to do this",
     "404": "Not found (or a page past the end)",
+    "414": "The request line (path and query) is longer than the web server takes (4094 bytes)",
     "429": "Throttled; retry after the Retry-After header's seconds",
     "503": "Overloaded or a service it needs is down; retry after the Retry-After header's seconds",
 }

@@ -13,7 +13,7 @@ from rest_framework import serializers
 from agents.models import Agent
 from masplatform.serializers import StrictTypesMixin
 from messaging import routing
-from messaging.models import Delivery, DeliveryStatus, Message, MessageType, RoutingRule, RuleAction
+from messaging.models import Delivery, DeliveryStatus, Message, MessageType, RequestStatus, RoutingRule, RuleAction
 from messaging.services.subscriptions import check_subscription, check_types
 
 # the longest ``key=value`` a content filter is stored as (SubscriptionFilter.pair)
@@ -139,7 +139,14 @@ class DeliveryDetailSerializer(DeliverySerializer):
 
 class MessageSerializer(serializers.ModelSerializer):
     to = serializers.SerializerMethodField()
-    dropped_by = serializers.PrimaryKeyRelatedField(read_only=True, help_text="the routing rule that dropped it")
+    dropped_by = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="the routing rule that dropped it"
+    )
+    request_status = serializers.ChoiceField(
+        choices=[*RequestStatus.choices, ("", "not a request")],
+        read_only=True,
+        help_text="requests only; empty for the other types",
+    )
 
     class Meta:
         model = Message

@@ -28,6 +28,7 @@ ALWAYS = {
     "429": "Throttled; retry after the Retry-After header's seconds",
     "503": "Overloaded or a service it needs is down; retry after the Retry-After header's seconds",
 }
+HTML = {"text/html": {"schema": {"type": "string"}}}
 CHANGING = {"409": "Not allowed in the current state, which the message names"}
 WITH_BODY = {"415": "Unsupported media type: the API takes application/json bodies only"}
 
@@ -46,7 +47,8 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             if "requestBody" in operation:
                 errors.update(WITH_BODY)
             for code, description in errors.items():
-                operation["responses"].setdefault(code, {"description": description, "content": ref})
+                content = HTML if code == "414" else ref  # gunicorn's own page, before Django sees the request
+                operation["responses"].setdefault(code, {"description": description, "content": content})
     return result
 
 

@@ -8,6 +8,7 @@ from rest_framework.routers import DefaultRouter
 
 from agents.api import AgentEventViewSet, AgentViewSet, CapabilityViewSet, InvocationViewSet
 from masplatform.throttling import LOGIN_THROTTLES
+from messaging.api import DeliveryViewSet, MessageViewSet, RoutingRuleViewSet, SubscriptionViewSet
 from workflows.api import ExecutionViewSet, WorkflowViewSet
 
 
@@ -43,3 +44,10 @@ router.register("agent-events", AgentEventViewSet, basename="agent-event")
 router.register("invocations", InvocationViewSet, basename="invocation")
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("executions", ExecutionViewSet, basename="execution")
+router.register("messages", MessageViewSet, basename="message")
+router.register("deliveries", DeliveryViewSet, basename="delivery")
+router.register("routing-rules", RoutingRuleViewSet, basename="routing-rule")
+# nested under an agent: served by messaging (the agents app knows nothing of the bus)
+router.register(
+    r"agents/(?P<agent_id>[-a-zA-Z0-9_]+)/subscriptions", SubscriptionViewSet, basename="agent-subscription"
+)

@@ -41,7 +41,8 @@ class IsStaffOrReadOnlyUser(BasePermission):
 
 
 class IsStaffOrSelfAgent(BasePermission):
-    """Staff, or the agent named by the URL acting on itself with its own token."""
+    """Staff, or the agent named by the URL acting on itself with its own token. The agent is the URL's
+    ``agent_url_kwarg`` when the view names one (a route nested under an agent), else its lookup."""
 
     message = "Only staff or the agent itself may do this."
 
@@ -50,12 +51,32 @@ class IsStaffOrSelfAgent(BasePermission):
         if not (user and user.is_authenticated):
             return False
         if is_agent(request):
-            target = view.kwargs.get(getattr(view, "lookup_url_kwarg", None) or view.lookup_field)
+            kwarg = (
+                getattr(view, "agent_url_kwarg", None) or getattr(view, "lookup_url_kwarg", None) or view.lookup_field
+            )
+            target = view.kwargs.get(kwarg)
             if user.agent_id == target:
                 return True
             self.message = f"This token belongs to agent '{user.agent_id}'; it cannot act on agent '{target}'."
             return False
         return bool(user.is_staff)
+
+
+class IsSignedIn(BasePermission):
+    """Anyone authenticated: staff, another person, or an agent token. The view scopes what each sees."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.is_authenticated)
+
+
+class IsStaff(BasePermission):
+    """Staff only (an operator's action)."""
+
+    message = "Only staff may do this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff and not is_agent(request))
 
 
 AGENT_CLIENT_SCOPE = "An agent token may create invocations and read or cancel the ones it created; nothing else here."

@@ -24,9 +24,11 @@ ALWAYS = {
     "401": "No credentials, or credentials that are not valid (any more)",
     "403": "Authenticated, but not allowed to do this",
     "404": "Not found (or a page past the end)",
+    "414": "The request line (path and query) is longer than the web server takes (4094 bytes)",
     "429": "Throttled; retry after the Retry-After header's seconds",
     "503": "Overloaded or a service it needs is down; retry after the Retry-After header's seconds",
 }
+HTML = {"text/html": {"schema": {"type": "string"}}}
 CHANGING = {"409": "Not allowed in the current state, which the message names"}
 WITH_BODY = {"415": "Unsupported media type: the API takes application/json bodies only"}
 
@@ -45,7 +47,8 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             if "requestBody" in operation:
                 errors.update(WITH_BODY)
             for code, description in errors.items():
-                operation["responses"].setdefault(code, {"description": description, "content": ref})
+                content = HTML if code == "414" else ref  # gunicorn's own page, before Django sees the request
+                operation["responses"].setdefault(code, {"description": description, "content": content})
     return result
 
 

@@ -245,6 +245,8 @@ SPECTACULAR_SETTINGS = {
         "InvocationStatusEnum": "agents.models.InvocationStatus",
         "ExecutionStatusEnum": "workflows.models.ExecutionStatus",
         "FailureStrategyEnum": "workflows.models.FailureStrategy",
+        "DeliveryStatusEnum": "messaging.models.DeliveryStatus",
+        "MessageTypeEnum": "messaging.models.MessageType",
     },
 }
 

@@ -24,6 +24,7 @@ urlpatterns = [
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("api/", include("messaging.urls")),  # the HTTP inbox and the bus's metrics
     path("api/", include(router.urls)),
     path("api-auth/", include("rest_framework.urls")),
 ]

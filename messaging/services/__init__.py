@@ -13,6 +13,7 @@ from messaging.services.delivery import (
     redeliver,
     time_out_request,
 )
+from messaging.services.inbox import as_http_agent, poll
 from messaging.services.requests import RequestOutcome, request, wait_for_answer
 from messaging.services.sending import (
     PLATFORM_SENDER,
@@ -39,6 +40,7 @@ __all__ = [
     "RequestOutcome",
     "Sender",
     "ack",
+    "as_http_agent",
     "answer",
     "check_subscription",
     "claim",
@@ -51,6 +53,7 @@ __all__ = [
     "fail",
     "next_due",
     "no_responders_reason",
+    "poll",
     "purge_messages",
     "redeliver",
     "redispatch_waiting",

@@ -148,6 +148,9 @@ def send(
         raise InvalidInput({"to": [f"Agent '{to_agent.agent_id}' is unregistered; nothing would receive this."]})
     if type == MessageType.REQUEST and to_agent is None:
         raise InvalidInput({"to": ["A request goes to one agent: give 'to'."]})
+    if type == MessageType.REQUEST and sender.agent is not None and to_agent.pk == sender.agent.pk:
+        # it would wait out its timeout: the sender never receives its own message
+        raise InvalidInput({"to": [f"'{sender.id}' cannot send a request to itself."]})
     priority = int(_check_number(priority, "priority", 0, 9, integer=True))
     ttl = settings.MASP_MESSAGE_TTL if ttl is None else _check_number(ttl, "ttl", 1, settings.MASP_MESSAGE_MAX_TTL)
     if type == MessageType.REQUEST:

@@ -11,6 +11,10 @@ from masplatform.exceptions import Conflict, InvalidInput, NotFound
 from messaging import routing
 from messaging.models import TYPE_BITS, MessageType, Subscription, SubscriptionFilter
 
+# the lengths of Subscription.topic_regex and .sender_regex
+TOPIC_REGEX_MAX = 1200
+SENDER_REGEX_MAX = 2000
+
 
 def check_types(types: Any, field: str = "types") -> list[str]:
     if types is None:
@@ -30,6 +34,8 @@ def check_subscription(
     problem = routing.pattern_problem(pattern)
     if problem:
         raise InvalidInput({"pattern": [problem]})
+    if len(routing.topic_regex(pattern)) > TOPIC_REGEX_MAX:  # e.g. 128 '#' words: the column would refuse it
+        raise InvalidInput({"pattern": [f"'{pattern[:40]}…' has too many wildcards; use fewer words."]})
     types = check_types(types)
     senders = [] if senders is None else senders
     if not isinstance(senders, list):
@@ -38,6 +44,8 @@ def check_subscription(
         problem = routing.sender_glob_problem(glob)
         if problem:
             raise InvalidInput({"senders": [problem]})
+    if len(routing.sender_regex(senders)) > SENDER_REGEX_MAX:
+        raise InvalidInput({"senders": ["Too many sender patterns, or too long: use fewer."]})
     where = {} if where is None else where
     problem = routing.content_filters_problem(where)
     if problem:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -226,7 +227,8 @@ def wait_seconds(request: Request) -> float:
         raise ValidationError({"wait": [f"must be a number of seconds (0-{MAX_WAIT}), got {raw!r}"]}) from None
     if not 0 <= seconds <= MAX_WAIT:
         raise ValidationError({"wait": [f"must be between 0 and {MAX_WAIT} seconds, got {raw}"]})
-    return seconds
+    # a long poll may answer sooner than asked (the client asks again): an operator can shorten them all
+    return min(seconds, settings.MASP_LONG_POLL_CAP)
 
 
 MAX_WAIT = 30

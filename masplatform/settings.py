@@ -158,6 +158,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and MASP_WE
     }
 # Seconds a 503 (database or broker overloaded or unreachable) asks the client to wait before it retries.
 MASP_RETRY_AFTER = env_int("MASP_RETRY_AFTER", 2)
+# the longest a long poll (?wait=N, N <= 30) actually waits before answering; the client asks again
+MASP_LONG_POLL_CAP = env_float("MASP_LONG_POLL_CAP", 30.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth ---------------------------------------------------------------------

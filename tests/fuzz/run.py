@@ -40,6 +40,8 @@ def base_env(database_url: str | None) -> dict[str, str]:
         MASP_DOTENV="0",
         MASP_VAR_DIR=str(FUZZ_DIR),
         MASP_LOG_LEVEL="WARNING",
+        # long polls answer after at most a second (what they answer is the same; 30 s each was most of the run)
+        MASP_LONG_POLL_CAP="1",
     )
     if database_url:
         env["MASP_DATABASE_URL"] = database_url

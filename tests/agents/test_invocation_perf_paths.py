@@ -625,7 +625,8 @@ def test_a_waited_call_commits_without_waiting_and_is_on_disk_before_it_is_named
     # no worker: the wait ends first, and the answer names a queued call
     call, created = services.invoke_and_wait(0.01, capability="calculation", input={"a": 1}, requested_by="user:x")
     assert created and Invocation.objects.get(pk=call.pk).status == "queued"
-    invoke(durable=False)  # the wait gave its connection back: look at the INSERT on this one
+    connection.close()  # a new connection: its prepared statements are only the INSERT below
+    invoke(durable=False)
     with connection.cursor() as cursor:
         # the INSERT alone committed without waiting; nothing after it inherits that
         cursor.execute("SHOW synchronous_commit")

@@ -8,6 +8,7 @@ go back to their baseline afterwards.
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import threading
@@ -128,20 +129,20 @@ def test_500_concurrent_clients_no_errors_each_post_once_connections_bounded(pro
     def client(job: tuple[str, str, dict | None]) -> tuple[str, str, int, dict, dict]:
         method, path, body = job
         start.wait()  # all 500 at once
+        began = time.monotonic()
         try:
             status, headers, data = request(base, method, path, token, body)
         except Exception as exc:  # a reset or refused connection is a failure this test counts
             return method, path, 0, {}, {"error": repr(exc)}
-        return method, path, status, headers, data
+        return method, path, status, headers, {**data, "_took": time.monotonic() - began}
 
     if watch:
         watch.start()
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = [pool.submit(client, job) for job in jobs]
-        # Once the others are answered, the long polls are still waiting: then end their calls.
-        others = futures[WAITERS:]
-        for future in others:
-            future.result(timeout=120)
+        # Once the others are answered (or after 20 s on a slow machine: the long polls wait 30 s), the
+        # long polls are still waiting: then end their calls.
+        concurrent.futures.wait(futures[WAITERS:], timeout=20)
         waiting = sum(1 for f in futures[:WAITERS] if not f.done())
         for pk in waited:
             services.cancel(pk)
@@ -153,7 +154,12 @@ def test_500_concurrent_clients_no_errors_each_post_once_connections_bounded(pro
     assert not failures, f"{len(failures)} failed, e.g. {failures[:3]}"
     assert waiting > WAITERS // 2, "the long polls should still have been waiting when their calls were cancelled"
     polled = [r[4] for r in results[:WAITERS]]
-    assert Counter(p["status"] for p in polled) == {"cancelled": WAITERS}
+    # woken by the cancel; on a slow machine, a poll whose call was cancelled after its 30 s answered then,
+    # with the call still queued (what a long poll does at its deadline), never sooner
+    assert all(p["status"] == "cancelled" or (p["status"] == "queued" and p["_took"] >= 29) for p in polled), [
+        (p["status"], round(p["_took"], 1)) for p in polled if p["status"] != "cancelled"
+    ]
+    assert Counter(p["status"] for p in polled)["cancelled"] > WAITERS // 2
     posted = [r for r in results if r[0] == "POST"]
     assert Counter(r[2] for r in posted) == {201: POSTERS}
     recorded = Counter(
